@@ -1,0 +1,47 @@
+"""The ``stepforge`` command line.
+
+    stepforge synthesize SPEC.yaml --out RUN [--teacher reference] [--limit N]
+    stepforge codec train|encode|decode ...
+
+Each subcommand lives in ``pipelines/commands/<name>.py`` with ``register(subparsers)``, which adds
+its parser and sets ``func``. Expected failures (bad input) raise ``UserError`` or a ValueError
+subclass; the CLI prints one line and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = ("synthesize", "codec")
+
+
+class UserError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepforge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"pipelines.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        if os.environ.get("STEPFORGE_DEBUG"):
+            raise
+        print(f"stepforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stepforge {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
