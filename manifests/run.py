@@ -1,0 +1,125 @@
+"""The run directory: run.json, tasks.parquet, shards/, the manifest and its journal.
+
+    RUN/
+      run.json              spec, hashes, versions, teacher, seed, stage status
+      tasks.parquet         expanded tasks
+      shards/shard-NNNNNN.tar
+      manifest.d/shard-NNNNNN.parquet   one journal fragment per committed shard
+      manifest.parquet      all fragments, consolidated
+
+A shard is committed in two renames: the tar, then its journal fragment. The fragment is the
+commit record: on recovery a tar without a fragment is an interrupted write and is deleted, so the
+manifest never points at a half shard and a rerun redoes exactly the missing tasks.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.atomic import atomic_path, remove_temporaries, write_json
+from manifests.schema import MANIFEST_SCHEMA, manifest_table
+from manifests.shards import SHARD_RE, ShardWriter, shard_index, shard_name
+
+
+class RunError(ValueError):
+    """The run directory cannot be used as asked."""
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.run_json = self.path / "run.json"
+        self.tasks = self.path / "tasks.parquet"
+        self.shards = self.path / "shards"
+        self.journal = self.path / "manifest.d"
+        self.manifest = self.path / "manifest.parquet"
+
+    # -- run.json ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.run_json.exists()
+
+    def info(self) -> dict:
+        try:
+            return json.loads(self.run_json.read_text())
+        except FileNotFoundError:
+            raise RunError(f"{self.path} is not a stepforge run (no run.json)") from None
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{self.run_json}: corrupt run.json ({exc})") from None
+
+    def write_info(self, info: dict) -> None:
+        write_json(self.run_json, info)
+
+    def update_stage(self, stage: str, **fields) -> dict:
+        info = self.info()
+        info.setdefault("stages", {}).setdefault(stage, {}).update(fields)
+        self.write_info(info)
+        return info
+
+    # -- locking ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run exclusively; a second writer fails at once instead of interleaving."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"{self.path} is in use by another stepforge process") from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- shards and journal -----------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Remove leftovers of an interrupted write; returns the removed shard names."""
+        removed = []
+        for folder in (self.path, self.shards, self.journal):
+            if folder.exists():
+                remove_temporaries(folder)
+        committed = {p.stem for p in self.journal.glob("shard-*.parquet")}
+        for tar in self.shards.glob("shard-*.tar"):
+            if SHARD_RE.match(tar.name) and tar.stem not in committed:
+                tar.unlink()
+                removed.append(tar.name)
+        return removed
+
+    def next_shard_index(self) -> int:
+        names = [p.name for p in self.shards.glob("shard-*.tar")]
+        names += [p.stem + ".tar" for p in self.journal.glob("shard-*.parquet")]
+        return max((shard_index(n) for n in names if SHARD_RE.match(n)), default=-1) + 1
+
+    def commit_shard(self, index: int, samples: list[tuple[str, dict[str, bytes]]], rows: list[dict]) -> None:
+        """Write the tar, then the fragment that commits it; rows get shard and offset."""
+        offsets = ShardWriter(self.shards).write(index, samples) if samples else []
+        by_key = dict(zip((k for k, _ in samples), offsets))
+        name = shard_name(index)
+        for row in rows:
+            if row["id"] in by_key:
+                row["shard"], row["offset"] = f"shards/{name}", by_key[row["id"]]
+        with atomic_path(self.journal / f"shard-{index:06d}.parquet") as tmp:
+            pq.write_table(manifest_table(rows), tmp)
+
+    def journal_table(self) -> pa.Table:
+        parts = sorted(self.journal.glob("shard-*.parquet"))
+        if not parts:
+            return MANIFEST_SCHEMA.empty_table()
+        return pa.concat_tables([pq.read_table(p, schema=MANIFEST_SCHEMA) for p in parts])
+
+    def consolidate(self) -> pa.Table:
+        """Rewrite manifest.parquet from the journal (atomic); returns the table."""
+        table = self.journal_table()
+        with atomic_path(self.manifest) as tmp:
+            pq.write_table(table, tmp)
+        return table
+
+    def read_manifest(self) -> pa.Table:
+        if not self.manifest.exists():
+            raise RunError(f"{self.path} has no manifest.parquet yet (run synthesize first)")
+        return pq.read_table(self.manifest)

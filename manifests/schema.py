@@ -1,0 +1,42 @@
+"""The manifest row: one per task attempt, the record every stage adds columns to.
+
+Synthesize fills the task fields, the outcome (``status``/``error``), token and audio sizes, where
+the sample lives (``shard``, ``offset``) and lineage. The filter stage fills ``cer``, ``wer``,
+``ss``, ``quality_flags``, ``accepted`` and ``reject_reason``; until then they are null.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TASK_FIELDS = [
+    ("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
+    ("emotion", pa.string()), ("intensity", pa.int8()), ("dialect", pa.string()),
+    ("style", pa.string()), ("speed", pa.string()), ("speaker", pa.string()),
+    ("speaker_wav", pa.string()), ("speaker_text", pa.string()), ("seed", pa.int64()),
+]
+TASK_SCHEMA = pa.schema(TASK_FIELDS)
+
+MANIFEST_SCHEMA = pa.schema(
+    TASK_FIELDS
+    + [
+        ("attempt", pa.int16()),
+        ("status", pa.string()),          # "ok" or "error"
+        ("error", pa.string()),           # why the teacher failed; "" when ok
+        ("n_tokens", pa.int32()),
+        ("duration_s", pa.float32()),     # audio carried by the tokens (120 ms per 5 ids)
+        ("shard", pa.string()),           # shards/shard-000000.tar, relative to the run
+        ("offset", pa.int64()),           # byte offset of the sample's first member in the tar
+        ("cer", pa.float32()), ("wer", pa.float32()), ("ss", pa.float32()),
+        ("quality_flags", pa.list_(pa.string())),
+        ("accepted", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("spec_hash", pa.string()), ("teacher_id", pa.string()), ("codec_version", pa.string()),
+        ("stepforge_version", pa.string()), ("created_at", pa.timestamp("s", tz="UTC")),
+    ]
+)
+
+
+def manifest_table(rows: list[dict]) -> pa.Table:
+    """Rows (dicts, missing columns as null) -> a table with the manifest schema."""
+    columns = {f.name: [r.get(f.name) for r in rows] for f in MANIFEST_SCHEMA}
+    return pa.table(columns, schema=MANIFEST_SCHEMA)

@@ -1,0 +1,123 @@
+"""``stepforge synthesize SPEC.yaml --out RUN``: expand the spec and synthesize its tasks.
+
+A rerun of the same command (after completion, a crash or kill -9) redoes only the tasks that have
+no committed manifest row; a RUN made from another spec or teacher is refused before anything is
+written.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+
+from manifests import RunDir, RunError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("synthesize", help="synthesize a generation spec into a run directory",
+                       description=__doc__.split("\n")[0])
+    p.add_argument("spec", help="GenerationSpec YAML")
+    p.add_argument("--out", required=True, help="run directory (created, or resumed)")
+    p.add_argument("--teacher", default="reference", help="reference (default), vllm:DIR, http:URL, torch:DIR")
+    p.add_argument("--codec", default="melvq", help="speech codec: melvq (shipped) or a weights file")
+    p.add_argument("--limit", type=int, default=None, help="synthesize only the first N tasks")
+    p.add_argument("--workers", type=int, default=None, help="teacher actors (default: fill the CPUs/GPUs)")
+    p.add_argument("--batch-size", type=int, default=4, help="tasks per teacher call")
+    p.add_argument("--shard-size", type=int, default=64, help="samples per shard (the unit of commit)")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from engine.spec import GenerationSpec
+
+    if args.limit is not None and args.limit < 1:
+        raise RunError(f"--limit must be at least 1, got {args.limit}")
+    spec = GenerationSpec.load(args.spec)
+    tasks = spec.expand()
+    run = RunDir(args.out)
+    with run.lock():
+        teacher, codec = _identify(args.teacher, args.codec)
+        _claim(run, spec, tasks, teacher, codec, args)
+        removed = run.recover()
+        if removed:
+            print(f"recovered: removed {len(removed)} uncommitted shard(s) of an interrupted run", file=sys.stderr)
+        done = set(run.journal_table().column("id").to_pylist())
+        wanted = tasks[: args.limit] if args.limit else tasks
+        todo = [t for t in wanted if t.id not in done]
+        summary = _synthesize(run, todo, teacher, codec, spec.hash, args) if todo else {"tasks": 0}
+        table = run.consolidate()
+        status = "done" if table.num_rows >= len(tasks) else "partial"
+        run.update_stage("synthesize", status=status, rows=table.num_rows, total=len(tasks),
+                         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), last=summary)
+    _print_summary(run, summary, table.num_rows, len(tasks))
+    return 0
+
+
+def _identify(teacher_spec: str, codec_spec: str):
+    from engine.codec import load_codec
+    from engine.teachers import make_teacher
+
+    return make_teacher(teacher_spec), load_codec(codec_spec)
+
+
+def _claim(run: RunDir, spec, tasks, teacher, codec, args) -> None:
+    """Create the run, or check that an existing one was made by this spec and teacher."""
+    from engine import __version__
+    from engine.spec import write_tasks
+
+    if run.exists():
+        info = run.info()
+        if info.get("spec_hash") != spec.hash:
+            raise RunError(f"{run.path} belongs to a different spec (hash {info.get('spec_hash')}, "
+                           f"this spec {spec.hash}); use another --out")
+        for key, value in (("teacher", teacher.id), ("codec", codec.version)):
+            if info.get(key) != value:
+                raise RunError(f"{run.path} was synthesized with {key} {info.get(key)}, not {value}; "
+                               "use another --out")
+        if not run.tasks.exists():
+            write_tasks(tasks, run.tasks)
+        return
+    if run.path.exists() and any(p.name != ".lock" for p in run.path.iterdir()):
+        raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
+    write_tasks(tasks, run.tasks)  # run.json last: its presence means the run is set up
+    run.write_info({
+        "stepforge_version": __version__, "spec_path": str(args.spec), "spec_hash": spec.hash,
+        "spec": spec.to_dict(), "seed": spec.seed, "teacher": teacher.id, "codec": codec.version,
+        "versions": _versions(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stages": {},
+    })
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "pyarrow", "ray", "torch", "webdataset", "espeakng-loader"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _synthesize(run, todo, teacher, codec, spec_hash, args) -> dict:
+    from engine import __version__
+    from engine.synthesize import Lineage, run_synthesis
+
+    lineage = Lineage(spec_hash=spec_hash, teacher_id=teacher.id, codec_version=codec.version,
+                      stepforge_version=__version__)
+    return run_synthesis(run, todo, args.teacher, lineage, codec=args.codec, resources=teacher.resources,
+                         shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
+                         address=args.ray_address, progress=not args.no_progress)
+
+
+def _print_summary(run: RunDir, summary: dict, rows: int, total: int) -> None:
+    if summary.get("tasks"):
+        print(f"synthesize: {summary['tasks']} tasks ({summary['errors']} errors) in {summary['wall_s']} s: "
+              f"{summary['tasks_per_s']} tasks/s, {summary['audio_s_per_wall_s']} audio s per wall s "
+              f"({summary['audio_s']} s of audio)")
+    else:
+        print("synthesize: nothing to do, every task already has a manifest row")
+    print(f"run: {run.path} ({rows}/{total} tasks in manifest.parquet)")
