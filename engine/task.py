@@ -49,10 +49,14 @@ class Task:
         return cls(**{k: v for k, v in row.items() if k in names})
 
 
+_INSTRUCTION_FIELDS = fields(Instruction)
+
+
 def task_id(text: str, instruction: Instruction, lang: str, speaker_wav_hash: str = "") -> str:
     """Content hash of what is asked for: the same text and instruction give the same id."""
+    fields_ = {f.name: getattr(instruction, f.name) for f in _INSTRUCTION_FIELDS}
     key = json.dumps(
-        {"text": text, "lang": lang, "instruction": asdict(instruction), "prompt": speaker_wav_hash},
+        {"text": text, "lang": lang, "instruction": fields_, "prompt": speaker_wav_hash},
         sort_keys=True, ensure_ascii=False,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
