@@ -22,7 +22,7 @@ from engine.teachers.base import Teacher, TeacherOutput
 from engine.teachers.clone import CloneSearch, default_search
 from engine.teachers.dialects import speaker_for
 from engine.teachers.isolate import pristine
-from engine.teachers.styles import BEAT_S, render_humming, render_rap
+from engine.teachers.styles import BEAT_S, pitch_scale, render_humming, render_rap
 from engine.teachers.voices import (
     MAPPING_VERSION, NEUTRAL_PROSODY, SPEED_RATE, prosody_for, seed_jitter, voice_for,
 )
@@ -83,8 +83,11 @@ class ReferenceTeacher(Teacher):
                 "espeak": espeak_version(), "mapping": MAPPING_VERSION, **clone_info}
         if inst.style == "humming":
             voice = info["voice"] = voice_for_hum(variant)
+        # rap: the beat period; humming: the voice's pitch scale (measured once, here)
         beat = BEAT_S / SPEED_RATE[inst.speed] * (1 + seed_jitter(task.seed)[1])
-        wav, sr, extra = pristine(_speak_style, inst.style, task.text, voice, prosody, speak, beat, task.seed)
+        scale = pitch_scale(voice) if inst.style == "humming" else None
+        wav, sr, extra = pristine(_speak_style, inst.style, task.text, voice, prosody, speak, beat,
+                                  task.seed, scale)
         wav = preprocess(wav, sr)
         if wav.size < SAMPLE_RATE // 10:
             raise ValueError(f"eSpeak rendered no audible speech for {task.text[:40]!r} with voice {voice}")
@@ -98,7 +101,7 @@ class ReferenceTeacher(Teacher):
         if not wav_path:  # a built-in speaker named without its prompt
             wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
             txt = BUILTIN_SPEAKERS / f"{task.speaker}.txt"
-            if not txt.is_file():
+            if not task.speaker.isidentifier() or not txt.is_file():
                 raise ValueError(f"speaker {task.speaker!r} has no prompt wav and is not built in")
             text = txt.read_text(encoding="utf-8").strip()
         match = (self._clone or default_search()).match_file(wav_path, text)
@@ -109,29 +112,27 @@ class ReferenceTeacher(Teacher):
 
     def synthesize(self, tasks: list[Task]) -> list[TeacherOutput]:
         """One output per task, in order; a failing task gets ``error`` set, never raises."""
-        outputs = []
-        for task in tasks:
-            try:
-                wav, info = self.render(task)
-            except Exception as exc:  # one bad row must not fail the batch
-                outputs.append(TeacherOutput(task.id, error=f"render failed: {_reason(exc)}"))
-                continue
-            try:
-                tokens = np.asarray(self.codec.tokenize(wav), dtype=np.int32).reshape(-1)
-            except Exception as exc:
-                outputs.append(TeacherOutput(task.id, source_audio=wav, info=info,
-                                             error=f"codec tokenize failed: {_reason(exc)}"))
-                continue
-            outputs.append(TeacherOutput(task.id, tokens=tokens, source_audio=wav, info=info))
-        return outputs
+        return [self._synthesize_one(task) for task in tasks]
+
+    def _synthesize_one(self, task: Task) -> TeacherOutput:
+        try:
+            wav, info = self.render(task)
+        except Exception as exc:  # one bad row must not fail the batch
+            return TeacherOutput(task.id, error=f"render failed: {_reason(exc)}")
+        try:
+            tokens = np.asarray(self.codec.tokenize(wav), dtype=np.int32).reshape(-1)
+        except Exception as exc:
+            return TeacherOutput(task.id, source_audio=wav, info=info,
+                                 error=f"codec tokenize failed: {_reason(exc)}")
+        return TeacherOutput(task.id, tokens=tokens, source_audio=wav, info=info)
 
 
-def _speak_style(style, text, voice, prosody, speak, beat_s, seed):
+def _speak_style(style, text, voice, prosody, speak, beat_s, seed, scale):
     """The eSpeak part of a rendering (run in a pristine child): (wav, sample rate, info)."""
     if style == "rap":
         return render_rap(text, voice, prosody, beat_s=beat_s, speak=speak)
     if style == "humming":
-        return render_humming(text, voice, prosody, seed)
+        return render_humming(text, voice, prosody, seed, scale)
     wav, sr = speak(text, voice, prosody)
     return wav, sr, {}
 

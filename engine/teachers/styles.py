@@ -6,7 +6,7 @@ intervals are whole beats. Humming: a closed-mouth "mmm" sung on a pentatonic me
 the task seed, one flat-pitched rendering per note.
 
     >>> wav, sr, info = render_rap("we keep it moving", "en", "en-us+m3", prosody, seed=1)
-    >>> wav, sr, info = render_humming("any text", "en-us+f2", prosody, seed=1)
+    >>> wav, sr, info = render_humming("any text", "en-us+f2", prosody, 1, pitch_scale("en-us+f2"))
 """
 from __future__ import annotations
 
@@ -66,16 +66,18 @@ def render_rap(text: str, voice: str, prosody: Prosody, beat_s: float = BEAT_S, 
 
 
 @lru_cache(maxsize=64)
-def _pitch_scale(voice: str) -> tuple[np.ndarray, np.ndarray]:
-    """(eSpeak pitch levels, log F0 of a flat hum at each) for one voice, measured once."""
+def pitch_scale(voice: str) -> tuple[np.ndarray, np.ndarray]:
+    """(eSpeak pitch levels ``[5]``, log F0 of a flat hum at each ``[5]``) for one voice,
+    measured once per process (in a pristine child, so the parent's eSpeak state is kept)."""
+    from engine.teachers.isolate import pristine
+
+    return pristine(_measure_scale, voice)
+
+
+def _measure_scale(voice: str) -> tuple[np.ndarray, np.ndarray]:
     levels = np.array([0, 25, 50, 75, 100], float)
     f0 = [np.median(f0_track(*render("mmm", voice, range=0, pitch=int(p), rate=80))) for p in levels]
     return levels, np.log(np.maximum.accumulate(f0))
-
-
-def _level_for(voice: str, hz: float) -> int:
-    levels, log_f0 = _pitch_scale(voice)
-    return int(np.clip(round(np.interp(np.log(hz), log_f0, levels)), 0, 100))
 
 
 PENTATONIC = np.array([-3, 0, 2, 4, 7, 9])  # semitones from the tonic (la, do re mi so la)
@@ -94,17 +96,19 @@ def hum_melody(n_notes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return PENTATONIC[idx], beats
 
 
-def render_humming(text: str, voice: str, prosody: Prosody, seed: int, beat_s: float = 0.24):
-    """Hummed melody, one note per beat unit of ``text`` (4..16). Returns (wav, sr, info)."""
+def render_humming(text: str, voice: str, prosody: Prosody, seed: int, scale, beat_s: float = 0.24):
+    """Hummed melody, one note per beat unit of ``text`` (4..16). ``scale`` is
+    :func:`pitch_scale` of the voice. Returns (wav, sr, info)."""
     n_notes = int(np.clip(len(beat_units(text)), 4, 16))
     semis, beats = hum_melody(n_notes, seed)
-    levels, log_f0 = _pitch_scale(voice)
+    levels, log_f0 = scale
     tonic = float(np.exp(np.interp(prosody.pitch, levels, log_f0)))
     tonic = float(np.clip(tonic, np.exp(log_f0[0]) * 2 ** (3 / 12), np.exp(log_f0[-1]) / 2 ** (9 / 12)))
     notes = []
     for semi, n in zip(semis, beats):
         hz = tonic * 2 ** (semi / 12)
-        wav, sr = render("mmm", voice, prosody, range=0, rate=80, pitch=_level_for(voice, hz))
+        level = int(np.clip(round(np.interp(np.log(hz), log_f0, levels)), 0, 100))
+        wav, sr = render("mmm", voice, prosody, range=0, rate=80, pitch=level)
         wav = _sound_span(wav, sr)[: int((n * beat_s - 0.03) * sr)]
         fade = np.minimum(1, np.minimum(np.arange(len(wav)), np.arange(len(wav))[::-1]) / (0.015 * sr))
         notes.append(np.concatenate([wav * fade, np.zeros(int(0.03 * sr), np.float32)]))
