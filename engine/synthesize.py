@@ -9,6 +9,7 @@ the shard in flight and a rerun redoes exactly the tasks without a committed row
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ import numpy as np
 from engine.task import Task
 from engine.tokens import check_audio_ids, duration_seconds
 from manifests import RunDir, json_bytes, npy_bytes
+from manifests.shards import sample_key
 from pipelines.actor_pool import map_pool
 
 SHARD_SIZE = 64
@@ -37,9 +39,11 @@ class SynthesisWorker:
         self.teacher = make_teacher(teacher)
 
     def __call__(self, batch: dict) -> dict:
-        tasks = [Task.from_row(row) for row in _rows(batch)]
+        rows = _rows(batch)
+        tasks = [Task.from_row(row) for row in rows]
         outputs = self.teacher.synthesize(tasks)
-        results = [self._package(task, out) for task, out in zip(tasks, outputs)]
+        results = [{**self._package(task, out), "attempt": row["attempt"]}
+                   for row, task, out in zip(rows, tasks, outputs)]
         return {key: np.array([r[key] for r in results], dtype=object) for key in results[0]}
 
     def _package(self, task: Task, out) -> dict:
@@ -90,6 +94,25 @@ class Lineage:
     stepforge_version: str
 
 
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The seed of a regenerated attempt: attempt 0 keeps the task's seed."""
+    if attempt == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """One attempt at one task."""
+
+    task: Task
+    attempt: int = 0
+
+    def row(self) -> dict:
+        return {**self.task.to_row(), "seed": attempt_seed(self.task.seed, self.attempt), "attempt": self.attempt}
+
+
 class ShardCommitter:
     """Buffers finished samples and commits them a shard at a time."""
 
@@ -102,7 +125,8 @@ class ShardCommitter:
 
     def add(self, result: dict) -> None:
         task = self.tasks[result["id"]]
-        row = {**task.to_row(), **dataclasses.asdict(self.lineage), "attempt": 0,
+        attempt = int(result["attempt"])
+        row = {**Work(task, attempt).row(), **dataclasses.asdict(self.lineage), "attempt": attempt,
                "status": "error" if result["error"] else "ok", "error": result["error"],
                "n_tokens": result["n_tokens"], "duration_s": duration_seconds(result["n_tokens"]),
                "created_at": datetime.now(timezone.utc)}
@@ -110,11 +134,11 @@ class ShardCommitter:
         if result["error"]:
             self.errors += 1
         else:
-            meta = {**task.to_row(), "teacher": self.lineage.teacher_id, "codec": self.lineage.codec_version,
+            meta = {**Work(task, attempt).row(), "teacher": self.lineage.teacher_id, "codec": self.lineage.codec_version,
                     "n_tokens": result["n_tokens"], "duration_s": row["duration_s"],
                     "teacher_info": json.loads(result["info"])}
             members = {ext: bytes(result[col]) for ext, col in MEMBERS.items() if len(result[col])}
-            self.samples.append((task.id, {"json": json_bytes(meta), **members}))
+            self.samples.append((sample_key(task.id, attempt), {"json": json_bytes(meta), **members}))
             self.audio_seconds += row["duration_s"]
         if len(self.rows) >= self.shard_size:
             self.flush()
@@ -127,7 +151,7 @@ class ShardCommitter:
         self.samples, self.rows = [], []
 
 
-def run_synthesis(run: RunDir, todo: list[Task], teacher: str, lineage: Lineage, *,
+def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage, *,
                   codec: str = "melvq", resources: dict | None = None, shard_size: int = SHARD_SIZE,
                   batch_size: int = BATCH_SIZE, workers: int | None = None,
                   address: str | None = None, progress: bool = True) -> dict:
@@ -135,10 +159,10 @@ def run_synthesis(run: RunDir, todo: list[Task], teacher: str, lineage: Lineage,
     from tqdm import tqdm
 
     start = time.perf_counter()
-    committer = ShardCommitter(run, {t.id: t for t in todo}, lineage, shard_size)
+    committer = ShardCommitter(run, {w.task.id: w.task for w in todo}, lineage, shard_size)
     bar = tqdm(total=len(todo), unit="task", desc="synthesize", disable=not progress)
     try:
-        results = map_pool([t.to_row() for t in todo], SynthesisWorker,
+        results = map_pool([w.row() for w in todo], SynthesisWorker,
                            {"teacher": teacher, "codec": codec}, resources or {"num_cpus": 1},
                            batch_size=batch_size, workers=workers, address=address)
         for batch in results:
@@ -153,3 +177,25 @@ def run_synthesis(run: RunDir, todo: list[Task], teacher: str, lineage: Lineage,
             "tasks_per_s": round(committer.written / wall, 3),
             "audio_s_per_wall_s": round(committer.audio_seconds / wall, 3),
             "audio_s": round(committer.audio_seconds, 2)}
+
+
+def next_work(run: RunDir, tasks: list[Task], max_attempts: int = 1) -> list[Work]:
+    """What to synthesize next: tasks without a row, then (with ``max_attempts`` > 1) a new
+    attempt for each task whose latest attempt was rejected and that has attempts left. A task
+    whose latest attempt awaits its verdict, or that has an accepted attempt, gets nothing."""
+    latest: dict[str, dict] = {}
+    accepted: set[str] = set()
+    for row in run.current_table().select(["id", "attempt", "accepted"]).to_pylist():
+        if row["accepted"]:
+            accepted.add(row["id"])
+        if row["id"] not in latest or row["attempt"] > latest[row["id"]]["attempt"]:
+            latest[row["id"]] = row
+    work = []
+    for task in tasks:
+        last = latest.get(task.id)
+        if last is None:
+            work.append(Work(task, 0))
+        elif (max_attempts > 1 and task.id not in accepted and last["accepted"] is False
+              and last["attempt"] + 1 < max_attempts):
+            work.append(Work(task, last["attempt"] + 1))
+    return work

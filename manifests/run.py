@@ -5,7 +5,8 @@
       tasks.parquet         expanded tasks
       shards/shard-NNNNNN.tar
       manifest.d/shard-NNNNNN.parquet   one journal fragment per committed shard
-      manifest.parquet      all fragments, consolidated
+      filter.d/part-NNNNNN.parquet      filter verdicts, keyed by (id, attempt)
+      manifest.parquet      all fragments with their verdicts, consolidated
 
 A shard is committed in two renames: the tar, then its journal fragment. The fragment is the
 commit record: on recovery a tar without a fragment is an interrupted write and is deleted, so the
@@ -23,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.atomic import atomic_path, remove_temporaries, write_json
-from manifests.schema import MANIFEST_SCHEMA, manifest_table
-from manifests.shards import SHARD_RE, ShardWriter, shard_index, shard_name
+from manifests.schema import FILTER_COLUMNS, FILTER_SCHEMA, MANIFEST_SCHEMA, manifest_table
+from manifests.shards import SHARD_RE, ShardWriter, sample_key, shard_index, shard_name
 
 
 class RunError(ValueError):
@@ -38,6 +39,7 @@ class RunDir:
         self.tasks = self.path / "tasks.parquet"
         self.shards = self.path / "shards"
         self.journal = self.path / "manifest.d"
+        self.filter_journal = self.path / "filter.d"
         self.manifest = self.path / "manifest.parquet"
 
     # -- run.json ---------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class RunDir:
     def recover(self) -> list[str]:
         """Remove leftovers of an interrupted write; returns the removed shard names."""
         removed = []
-        for folder in (self.path, self.shards, self.journal):
+        for folder in (self.path, self.shards, self.journal, self.filter_journal):
             if folder.exists():
                 remove_temporaries(folder)
         committed = {p.stem for p in self.journal.glob("shard-*.parquet")}
@@ -101,8 +103,9 @@ class RunDir:
         by_key = dict(zip((k for k, _ in samples), offsets))
         name = shard_name(index)
         for row in rows:
-            if row["id"] in by_key:
-                row["shard"], row["offset"] = f"shards/{name}", by_key[row["id"]]
+            key = sample_key(row["id"], row.get("attempt") or 0)
+            if key in by_key:
+                row["shard"], row["offset"] = f"shards/{name}", by_key[key]
         with atomic_path(self.journal / f"shard-{index:06d}.parquet") as tmp:
             pq.write_table(manifest_table(rows), tmp)
 
@@ -112,9 +115,34 @@ class RunDir:
             return MANIFEST_SCHEMA.empty_table()
         return pa.concat_tables([pq.read_table(p, schema=MANIFEST_SCHEMA) for p in parts])
 
+    # -- filter verdicts ---------------------------------------------------------------------
+    def commit_verdicts(self, rows: list[dict]) -> None:
+        """Append filter verdicts (dicts with id, attempt and FILTER_COLUMNS) as one part."""
+        self.filter_journal.mkdir(parents=True, exist_ok=True)
+        index = len(list(self.filter_journal.glob("part-*.parquet")))
+        with atomic_path(self.filter_journal / f"part-{index:06d}.parquet") as tmp:
+            pq.write_table(manifest_table(rows, FILTER_SCHEMA), tmp)
+
+    def verdict_table(self) -> pa.Table:
+        parts = sorted(self.filter_journal.glob("part-*.parquet"))
+        if not parts:
+            return FILTER_SCHEMA.empty_table()
+        return pa.concat_tables([pq.read_table(p, schema=FILTER_SCHEMA) for p in parts])
+
+    def clear_verdicts(self) -> int:
+        """Drop every filter verdict (they are derived data: a rescore rebuilds them)."""
+        parts = list(self.filter_journal.glob("part-*.parquet"))
+        for part in parts:
+            part.unlink()
+        return len(parts)
+
+    def current_table(self) -> pa.Table:
+        """The manifest as the journals have it now (what consolidate would write)."""
+        return _with_verdicts(self.journal_table(), self.verdict_table())
+
     def consolidate(self) -> pa.Table:
-        """Rewrite manifest.parquet from the journal (atomic); returns the table."""
-        table = self.journal_table()
+        """Rewrite manifest.parquet from the journals (atomic); returns the table."""
+        table = self.current_table()
         with atomic_path(self.manifest) as tmp:
             pq.write_table(table, tmp)
         return table
@@ -123,3 +151,18 @@ class RunDir:
         if not self.manifest.exists():
             raise RunError(f"{self.path} has no manifest.parquet yet (run synthesize first)")
         return pq.read_table(self.manifest)
+
+
+def _with_verdicts(table: pa.Table, verdicts: pa.Table) -> pa.Table:
+    """Fill the filter columns of ``table`` from ``verdicts`` (last verdict per (id, attempt))."""
+    if verdicts.num_rows == 0:
+        return table
+    latest = {}
+    for i, key in enumerate(zip(verdicts.column("id").to_pylist(), verdicts.column("attempt").to_pylist())):
+        latest[key] = i
+    keys = zip(table.column("id").to_pylist(), table.column("attempt").to_pylist())
+    take = pa.array([latest.get(key) for key in keys], type=pa.int64())
+    for name in FILTER_COLUMNS:
+        column = verdicts.column(name).take(take)
+        table = table.set_column(table.schema.get_field_index(name), MANIFEST_SCHEMA.field(name), column)
+    return table

@@ -30,13 +30,22 @@ MANIFEST_SCHEMA = pa.schema(
         ("quality_flags", pa.list_(pa.string())),
         ("accepted", pa.bool_()),
         ("reject_reason", pa.string()),
+        ("asr_text", pa.string()), ("asr_model", pa.string()),   # what the CER figure came from
+        ("ss_model", pa.string()), ("ss_ref", pa.string()),      # embedding model; prompt/source
+        ("filter_hash", pa.string()),
         ("spec_hash", pa.string()), ("teacher_id", pa.string()), ("codec_version", pa.string()),
         ("stepforge_version", pa.string()), ("created_at", pa.timestamp("s", tz="UTC")),
     ]
 )
 
 
-def manifest_table(rows: list[dict]) -> pa.Table:
-    """Rows (dicts, missing columns as null) -> a table with the manifest schema."""
-    columns = {f.name: [r.get(f.name) for r in rows] for f in MANIFEST_SCHEMA}
-    return pa.table(columns, schema=MANIFEST_SCHEMA)
+FILTER_COLUMNS = ["cer", "wer", "ss", "quality_flags", "accepted", "reject_reason", "asr_text",
+                  "asr_model", "ss_model", "ss_ref", "filter_hash"]
+FILTER_SCHEMA = pa.schema([MANIFEST_SCHEMA.field("id"), MANIFEST_SCHEMA.field("attempt")]
+                          + [MANIFEST_SCHEMA.field(c) for c in FILTER_COLUMNS])
+
+
+def manifest_table(rows: list[dict], schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:
+    """Rows (dicts, missing columns as null) -> a table with the manifest (or given) schema."""
+    columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.table(columns, schema=schema)

@@ -25,6 +25,11 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}.tar"
 
 
+def sample_key(task_id: str, attempt: int = 0) -> str:
+    """Shard key of one attempt at a task (webdataset keys must not contain dots)."""
+    return task_id if attempt == 0 else f"{task_id}_{attempt}"
+
+
 def shard_index(name: str) -> int:
     m = SHARD_RE.match(Path(name).name)
     if m is None:

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("synthesize", "codec")
+COMMANDS = ("synthesize", "filter", "codec")
 
 
 class UserError(Exception):

@@ -97,7 +97,8 @@ class GenerationSpec:
 
     def to_dict(self) -> dict:
         """The normalised spec as JSON-ready data (for run.json); ``file`` is the spec's path."""
-        return json.loads(json.dumps({"file": str(self.config.file), **self.config.normalised()},
+        data = {"file": str(self.config.file), **self.config.normalised(), "filter": self.config.filter}
+        return json.loads(json.dumps(data,
                                      ensure_ascii=False, default=str))
 
     def expand(self) -> list[Task]:

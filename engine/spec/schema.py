@@ -21,7 +21,7 @@ ALLOWED = {
     "style": tuple(STYLES),
     "speed": tuple(SPEEDS),
 }
-TOP_KEYS = ("name", "description", "seed", "count", "texts", "categories", "quotas", "clone")
+TOP_KEYS = ("name", "description", "seed", "count", "texts", "categories", "quotas", "clone", "filter")
 SOURCE_KEYS = {
     "builtin": ("builtin", "limit"),
     "file": ("file", "lang", "limit"),
@@ -45,6 +45,8 @@ class SpecConfig:
     quotas: list[dict] = field(default_factory=list)
     speakers: str = ""
     clone_share: float | None = None
+    # thresholds for `stepforge filter`; not part of the spec hash (they don't change the tasks)
+    filter: dict = field(default_factory=dict)
 
     def normalised(self) -> dict:
         """Plain data with every default made explicit: what the spec hash is taken over."""
@@ -95,6 +97,18 @@ class _Checker:
         return value
 
 
+def _filter(c: _Checker, value) -> dict:
+    from filters.config import FilterConfig
+
+    try:
+        FilterConfig.from_dict(c.mapping(value, "filter", FilterConfig.__dataclass_fields__), "filter")
+    except SpecError:
+        raise
+    except ValueError as exc:
+        raise c.fail("filter", str(exc).removeprefix("filter: ")) from None
+    return dict(value)
+
+
 def parse(data, file, base_dir: Path) -> SpecConfig:
     """Check the loaded YAML ``data`` of ``file``; relative paths resolve against ``base_dir``."""
     c = _Checker(file)
@@ -109,6 +123,8 @@ def parse(data, file, base_dir: Path) -> SpecConfig:
         seed=c.integer(data.get("seed", 0), "seed"), count=count,
         sources=_sources(c, data["texts"], base_dir),
     )
+    if "filter" in data:
+        cfg.filter = _filter(c, data["filter"])
     if "categories" in data:
         cfg.categories = _categories(c, data["categories"])
     if "quotas" in data:

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="teacher actors (default: fill the CPUs/GPUs)")
     p.add_argument("--batch-size", type=int, default=4, help="tasks per teacher call")
     p.add_argument("--shard-size", type=int, default=64, help="samples per shard (the unit of commit)")
+    p.add_argument("--attempts", type=int, default=1,
+                   help="regenerate rejected tasks with a new seed, filtering between rounds, up to N attempts")
+    p.add_argument("--filter-config", default=None, help="filter YAML for --attempts (default: the spec's filter:)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -32,8 +35,10 @@ def register(sub) -> None:
 def main(args) -> int:
     from engine.spec import GenerationSpec
 
-    if args.limit is not None and args.limit < 1:
-        raise RunError(f"--limit must be at least 1, got {args.limit}")
+    for flag in ("limit", "attempts"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise RunError(f"--{flag} must be at least 1, got {value}")
     spec = GenerationSpec.load(args.spec)
     tasks = spec.expand()
     run = RunDir(args.out)
@@ -43,16 +48,43 @@ def main(args) -> int:
         removed = run.recover()
         if removed:
             print(f"recovered: removed {len(removed)} uncommitted shard(s) of an interrupted run", file=sys.stderr)
-        done = set(run.journal_table().column("id").to_pylist())
         wanted = tasks[: args.limit] if args.limit else tasks
-        todo = [t for t in wanted if t.id not in done]
-        summary = _synthesize(run, todo, teacher, codec, spec.hash, args) if todo else {"tasks": 0}
+        summary = _rounds(run, wanted, teacher, codec, spec.hash, args)
         table = run.consolidate()
-        status = "done" if table.num_rows >= len(tasks) else "partial"
-        run.update_stage("synthesize", status=status, rows=table.num_rows, total=len(tasks),
-                         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), last=summary)
-    _print_summary(run, summary, table.num_rows, len(tasks))
+        done = len(set(table.column("id").to_pylist()))
+        run.update_stage("synthesize", status="done" if done >= len(tasks) else "partial", tasks_done=done,
+                         rows=table.num_rows, total=len(tasks), last=summary,
+                         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    _print_summary(run, summary, done, len(tasks))
     return 0
+
+
+def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
+    """Synthesize what is missing; with --attempts N, filter and regenerate rejected tasks with a
+    new seed until each is accepted or has had N attempts (every attempt stays in the manifest)."""
+    from engine.synthesize import next_work
+
+    config = None
+    if args.attempts > 1:
+        from pipelines.commands.filter import filter_run, load_config
+
+        config = load_config(run, args.filter_config)
+        filter_run(run, config, args.ray_address, not args.no_progress, quiet=True)  # a resumed round
+    total: dict = {}
+    while todo := next_work(run, wanted, args.attempts):
+        stats = _synthesize(run, todo, teacher, codec, spec_hash, args)
+        for key in ("tasks", "errors", "wall_s", "audio_s"):
+            total[key] = round(total.get(key, 0) + stats[key], 2)
+        if config is not None:
+            filter_run(run, config, args.ray_address, not args.no_progress, quiet=True)
+    if total:
+        total["tasks_per_s"] = round(total["tasks"] / total["wall_s"], 3)
+        total["audio_s_per_wall_s"] = round(total["audio_s"] / total["wall_s"], 3)
+    if config is not None:
+        from filters.summary import format_yield
+
+        print(format_yield(run.info()["stages"]["filter"]["yield_summary"]))
+    return total or {"tasks": 0}
 
 
 def _identify(teacher_spec: str, codec_spec: str):
@@ -78,6 +110,8 @@ def _claim(run: RunDir, spec, tasks, teacher, codec, args) -> None:
                                "use another --out")
         if not run.tasks.exists():
             write_tasks(tasks, run.tasks)
+        info["spec"]["filter"] = spec.to_dict()["filter"]  # thresholds may change; tasks may not
+        run.write_info(info)
         return
     if run.path.exists() and any(p.name != ".lock" for p in run.path.iterdir()):
         raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
@@ -115,7 +149,7 @@ def _synthesize(run, todo, teacher, codec, spec_hash, args) -> dict:
 
 def _print_summary(run: RunDir, summary: dict, rows: int, total: int) -> None:
     if summary.get("tasks"):
-        print(f"synthesize: {summary['tasks']} tasks ({summary['errors']} errors) in {summary['wall_s']} s: "
+        print(f"synthesize: {summary['tasks']} attempts ({summary['errors']} errors) in {summary['wall_s']} s: "
               f"{summary['tasks_per_s']} tasks/s, {summary['audio_s_per_wall_s']} audio s per wall s "
               f"({summary['audio_s']} s of audio)")
     else:

@@ -1,0 +1,71 @@
+"""Filter thresholds and models: one small config, from a spec's ``filter:`` section, a YAML file
+or CLI flags (in that order of precedence, flags last).
+
+    max_cer: 0.2                 # reject above this CER (zh) / WER (en)
+    per_style: {rap: 0.5, humming: null}    # null: not transcribed, kept unscored
+    min_ss: 0.6                  # resemblyzer cosine; not comparable with WavLM SS figures
+    asr: {en: {backend: faster-whisper, model: tiny.en}}
+    no_asr: {zh: unscored}       # languages without an ASR: reject (default) or unscored
+    quality: {max_silence: 0.6, max_clipping: 0.01}
+    workers: null                # filter actors (default: fill the CPUs)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class FilterConfig:
+    max_cer: float = 0.2
+    per_style: dict = field(default_factory=lambda: {"rap": 0.5, "humming": None})
+    min_ss: float = 0.6
+    asr: dict | None = None
+    no_asr: dict = field(default_factory=dict)
+    default_no_asr: str = "reject"
+    quality: dict = field(default_factory=dict)
+    ss_threads: int = 1
+    workers: int | None = None
+    batch_size: int = 8
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str = "filter config") -> "FilterConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
+        config = cls(**data)
+        config.check(where)
+        return config
+
+    def check(self, where: str) -> None:
+        if not 0 <= self.max_cer:
+            raise ValueError(f"{where}: max_cer must be >= 0, got {self.max_cer}")
+        if not -1 <= self.min_ss <= 1:
+            raise ValueError(f"{where}: min_ss must be in -1..1 (a cosine), got {self.min_ss}")
+        if self.batch_size < 1:
+            raise ValueError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
+
+    def overridden(self, **values) -> "FilterConfig":
+        """A copy with the non-None ``values`` set (CLI flags)."""
+        data = {**asdict(self), **{k: v for k, v in values.items() if v is not None}}
+        return FilterConfig.from_dict(data)
+
+    @property
+    def hash(self) -> str:
+        """What the verdicts depend on (thresholds and models, not pool sizes)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("workers", "batch_size", "ss_threads")}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def build_chain(self) -> list:
+        """Cheap checks first, so the expensive models only see survivors."""
+        from filters import CERFilter, QualityFilter, SpeakerSimilarityFilter
+
+        return [
+            QualityFilter(**self.quality),
+            CERFilter(asr=self.asr, max_cer=self.max_cer, per_style=self.per_style,
+                      no_asr=self.no_asr, default_no_asr=self.default_no_asr),
+            SpeakerSimilarityFilter(min_ss=self.min_ss, threads=self.ss_threads),
+        ]

@@ -1,0 +1,142 @@
+"""The filter job: score every synthesized row of a run and decide keep or (reject, reason).
+
+    stepforge filter RUN [--max-cer 0.2] [--min-ss 0.6] [--config filter.yaml]
+
+Rows go through a pool of ``FilterWorker`` actors, each holding the whole chain (quality checks,
+then CER, then speaker similarity: a row rejected early never reaches the expensive models).
+The driver journals verdicts in parts and merges them into manifest.parquet; a rerun scores only
+rows without a verdict under the same config, and a changed config rescores everything.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from filters.config import FilterConfig
+from manifests import RunDir, read_sample
+from manifests.schema import FILTER_COLUMNS
+from pipelines.actor_pool import map_pool
+
+ROW_FIELDS = ("id", "attempt", "text", "lang", "dialect", "style", "speaker", "speaker_wav", "shard", "offset")
+COMMIT_EVERY = 32
+
+
+def load_sample(run_path: Path, row: dict) -> dict:
+    """A manifest row plus its payloads from the shard (bytes; filters decode and check them)."""
+    sample = dict(row)
+    try:
+        members = read_sample(run_path / row["shard"], int(row["offset"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        members = {}
+        sample["load_error"] = f"cannot read sample from {row.get('shard')}: {exc}"
+    sample["audio"] = members.get("flac")
+    sample["tokens"] = members.get("tokens.npy")
+    sample["source_audio"] = members.get("src.flac")
+    return sample
+
+
+class FilterWorker:
+    """Runs the filter chain over batches of manifest rows (one Ray actor)."""
+
+    def __init__(self, run: str, config: dict):
+        self.run_path = Path(run)
+        self.config = FilterConfig.from_dict(config)
+        self.chain = self.config.build_chain()
+        for f in self.chain:
+            f.setup()
+
+    def __call__(self, batch: dict) -> dict:
+        from filters import reject, run_chain
+
+        rows = [{k: _plain(batch[k][i]) for k in ROW_FIELDS} for i in range(len(batch["id"]))]
+        samples = [load_sample(self.run_path, r) for r in rows]
+        good = [i for i, s in enumerate(samples) if "load_error" not in s]
+        verdicts = [reject(s["load_error"]) for s in samples]
+        for i, v in zip(good, run_chain(self.chain, [samples[i] for i in good])):
+            verdicts[i] = v
+        out = [verdict_row(r, v, self.config.hash) for r, v in zip(rows, verdicts)]
+        return {k: np.array([o[k] for o in out], dtype=object) for k in out[0]}
+
+
+def verdict_row(row: dict, verdict, config_hash: str) -> dict:
+    scores = verdict.scores
+    out = {"id": row["id"], "attempt": int(row["attempt"]), "accepted": bool(verdict.keep),
+           "reject_reason": verdict.reason, "filter_hash": config_hash}
+    for name in FILTER_COLUMNS:
+        if name not in out:
+            out[name] = scores.get(name)
+    out["quality_flags"] = json.dumps(list(scores.get("quality_flags") or []))
+    return out
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _from_worker(batch: dict, i: int) -> dict:
+    row = {k: _plain(batch[k][i]) for k in batch}
+    row["quality_flags"] = json.loads(row["quality_flags"])
+    return row
+
+
+def pending_rows(run: RunDir, config: FilterConfig) -> tuple[list[dict], list[dict]]:
+    """(rows to score, verdicts decided without scoring: teacher errors)."""
+    table = run.journal_table()
+    verdicts = run.verdict_table()
+    done = {(i, a) for i, a, h in zip(verdicts.column("id").to_pylist(), verdicts.column("attempt").to_pylist(),
+                                      verdicts.column("filter_hash").to_pylist()) if h == config.hash}
+    todo, errors = [], []
+    for row in table.select(list(ROW_FIELDS) + ["status", "error"]).to_pylist():
+        if (row["id"], row["attempt"]) in done:
+            continue
+        if row["status"] != "ok":
+            from filters import reject
+
+            errors.append(verdict_row(row, reject(f"teacher error: {row['error']}"), config.hash))
+            errors[-1]["quality_flags"] = ["teacher_error"]
+        else:
+            todo.append({k: row[k] for k in ROW_FIELDS})
+    return todo, errors
+
+
+def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None, progress: bool = True) -> dict:
+    """Score the run's unscored rows; returns counts and throughput. The caller holds the lock."""
+    from tqdm import tqdm
+
+    info = run.info()
+    previous = info.get("stages", {}).get("filter", {}).get("config_hash")
+    if previous and previous != config.hash:
+        run.clear_verdicts()
+    run.update_stage("filter", status="running", config_hash=config.hash)
+    todo, errors = pending_rows(run, config)
+    if errors:
+        run.commit_verdicts(errors)
+    start, audio_s, buffer = time.perf_counter(), 0.0, []
+    durations = dict(zip(run.journal_table().column("id").to_pylist(),
+                         run.journal_table().column("duration_s").to_pylist()))
+    bar = tqdm(total=len(todo), unit="row", desc="filter", disable=not progress)
+    try:
+        if todo:
+            chain = config.build_chain()
+            resources = {"num_cpus": max(f.resources.get("num_cpus", 1) for f in chain),
+                         "num_gpus": max(f.resources.get("num_gpus", 0) for f in chain)}
+            for batch in map_pool(todo, FilterWorker, {"run": str(run.path), "config": vars(config)},
+                                  resources, batch_size=config.batch_size, workers=config.workers,
+                                  address=address):
+                for i in range(len(batch["id"])):
+                    buffer.append(_from_worker(batch, i))
+                    audio_s += durations.get(buffer[-1]["id"]) or 0.0
+                    bar.update(1)
+                if len(buffer) >= COMMIT_EVERY:
+                    run.commit_verdicts(buffer)
+                    buffer = []
+    finally:
+        if buffer:
+            run.commit_verdicts(buffer)
+        bar.close()
+    wall = time.perf_counter() - start
+    return {"scored": len(todo), "teacher_errors": len(errors), "wall_s": round(wall, 2),
+            "audio_s_per_wall_s": round(audio_s / wall, 3) if todo else None}

@@ -1,0 +1,114 @@
+"""End to end: `stepforge filter` on a tiny reference-teacher run, and regeneration to quota."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from manifests import RunDir
+from tests.conftest import CONFIGS, stepforge
+
+pytestmark = pytest.mark.slow
+
+
+def _corrupt_flac(run: RunDir, key: str) -> None:
+    """Rewrite the shard holding ``key`` with garbage in place of its flac (tar stays valid)."""
+    row = next(r for r in run.read_manifest().to_pylist() if r["id"] == key)
+    path = run.path / row["shard"]
+    members = []
+    with tarfile.open(path) as tar:
+        for info in tar:
+            data = tar.extractfile(info).read()
+            if info.name == f"{key}.flac":
+                data = (b"not a flac stream " * len(data))[: len(data)]  # same size: offsets hold
+            members.append((info.name, data))
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("filter") / "run"
+    stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--no-progress", "--shard-size", "100", check=True)
+    run = RunDir(out)
+    victim = next(r["id"] for r in run.read_manifest().to_pylist() if r["lang"] == "en")
+    _corrupt_flac(run, victim)
+    proc = stepforge("filter", out, "--no-progress", check=True)
+    return run, victim, proc
+
+
+def test_every_row_gets_a_verdict_and_the_corrupt_one_its_reason(filtered):
+    run, victim, proc = filtered
+    rows = {r["id"]: r for r in run.read_manifest().to_pylist()}
+    assert all(r["accepted"] is not None for r in rows.values())
+    assert rows[victim]["accepted"] is False
+    assert "corrupt audio" in rows[victim]["reject_reason"]
+    for r in rows.values():
+        assert r["accepted"] or r["reject_reason"], r
+        assert r["filter_hash"]
+    english = [r for k, r in rows.items() if r["lang"] == "en" and k != victim]
+    assert english and all(r["cer"] is not None and r["asr_text"] for r in english)
+    assert sum(r["accepted"] for r in english) >= len(english) // 2, [(r["text"], r["asr_text"]) for r in english]
+    scored_ss = [r for r in rows.values() if r["ss"] is not None]
+    assert scored_ss and all(r["ss_model"].startswith("resemblyzer") for r in scored_ss)
+    assert "yield" in proc.stdout and "all" in proc.stdout
+
+
+def test_chinese_rows_are_kept_unscored_as_the_spec_says(filtered):
+    run, _, proc = filtered
+    chinese = [r for r in run.read_manifest().to_pylist() if r["lang"] == "zh"]
+    assert chinese
+    for r in chinese:
+        assert r["cer"] is None and "unscored_cer" in r["quality_flags"]
+    summary = run.info()["stages"]["filter"]["yield_summary"]
+    assert summary["lang"]["zh"]["unscored_cer"] == len(chinese)
+
+
+def test_rerun_scores_nothing_and_changed_threshold_rescores(filtered):
+    run, victim, _ = filtered
+    parts = sorted(p.name for p in run.filter_journal.glob("*.parquet"))
+    proc = stepforge("filter", run.path, "--no-progress", check=True)
+    assert "scored" not in proc.stdout
+    assert sorted(p.name for p in run.filter_journal.glob("*.parquet")) == parts
+    stepforge("filter", run.path, "--no-progress", "--max-cer", "0", check=True)
+    rows = run.read_manifest().to_pylist()
+    strict = [r for r in rows if r["cer"] is not None and r["cer"] > 0]
+    assert all(not r["accepted"] and r["reject_reason"].startswith("cer ") for r in strict)
+    assert {r["filter_hash"] for r in rows} == {run.info()["stages"]["filter"]["config_hash"]}
+
+
+def test_bad_filter_config_is_one_line(filtered, tmp_path):
+    run, _, _ = filtered
+    bad = tmp_path / "f.yaml"
+    bad.write_text("max_cer: 0.2\nmin_sss: 0.5\n")
+    proc = stepforge("filter", run.path, "--config", bad)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "min_sss" in proc.stderr
+
+
+def test_regeneration_keeps_every_attempt_and_stops_at_the_limit(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: regen\nseed: 3\ncount: 3\ntexts:\n  - builtin: [en]\n    limit: 20\n"
+        "categories:\n  dialect: {english: 1}\n"
+        "filter:\n  min_ss: 0.9999\n"  # nothing passes: every task uses all its attempts
+    )
+    out = tmp_path / "run"
+    proc = stepforge("synthesize", spec, "--out", out, "--attempts", "3", "--no-progress", check=True)
+    rows = RunDir(out).read_manifest().to_pylist()
+    assert len(rows) == 9
+    by_task = {}
+    for r in rows:
+        by_task.setdefault(r["id"], []).append(r)
+    for attempts in by_task.values():
+        assert sorted(r["attempt"] for r in attempts) == [0, 1, 2]
+        assert len({r["seed"] for r in attempts}) == 3
+        assert all(r["accepted"] is False and r["reject_reason"].startswith("ss ") for r in attempts)
+    assert "yield" in proc.stdout
+    again = stepforge("synthesize", spec, "--out", out, "--attempts", "3", "--no-progress", check=True)
+    assert "nothing to do" in again.stdout and RunDir(out).read_manifest().num_rows == 9
