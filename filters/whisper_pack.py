@@ -4,8 +4,9 @@
     audio, spans = lay_out([wav0, wav1, wav2], gap_s=1.0)             # spans: [(start_s, end_s)]
     texts = split_words(word_times(model, tok, enc, [tokens], [frames])[0], spans)
 
-Words go to the utterance whose span holds the word's midpoint, from Whisper's cross-attention
-alignment, so a decoded segment that runs over two utterances is still split correctly.
+Timed segments that each fall inside one utterance are handed to it directly; a window with a
+segment running over two utterances is split word by word instead, each word going to the span that
+holds its midpoint from Whisper's cross-attention alignment.
 """
 from __future__ import annotations
 
@@ -79,6 +80,37 @@ def _glue_punctuation(words: list[tuple[str, float]]) -> list[tuple[str, float]]
         else:
             out.append((word, mid))
     return out
+
+
+def timed_segments(ids: list[int], tok) -> list[tuple[float, float, str]]:
+    """Timestamp-mode token ids -> [(start_s, end_s, text)] segments."""
+    segments, start, text_ids = [], None, []
+    for t in ids:
+        if t < tok.eot:
+            text_ids.append(t)
+        elif t >= tok.timestamp_begin:
+            time = (t - tok.timestamp_begin) * 0.02
+            if start is None:
+                start = time
+            else:
+                segments.append((start, time, tok.decode(text_ids)))
+                start, text_ids = None, []
+    if text_ids:  # an unterminated last segment
+        segments.append((start or 0.0, float("inf"), tok.decode(text_ids)))
+    return segments
+
+
+def split_segments(segments: list[tuple[float, float, str]], spans: list[tuple[float, float]],
+                   slack_s: float = 0.1) -> list[str] | None:
+    """Texts per span when every segment lies within one span (up to ``slack_s`` of overlap
+    with any other), else None: then words must be placed one by one (:func:`word_times`)."""
+    texts = [[] for _ in spans]
+    for start, end, text in segments:
+        overlaps = sorted((min(end, b) - max(start, a), k) for k, (a, b) in enumerate(spans))
+        if overlaps[-1][0] <= 0 or (len(overlaps) > 1 and overlaps[-2][0] > slack_s):
+            return None
+        texts[overlaps[-1][1]].append(text.strip())
+    return [" ".join(t for t in parts if t) for parts in texts]
 
 
 def split_words(words: list[tuple[str, float]], spans: list[tuple[float, float]]) -> list[str]:

