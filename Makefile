@@ -1,4 +1,4 @@
-# stepforge: `make quickstart` (install + synthesize the built-in spec) and `make test`.
+# stepforge: `make quickstart` (install, synthesize and filter the built-in spec) and `make test`.
 # Both create .venv and install everything on a fresh machine. Elsewhere than here, torch's CPU
 # build comes from PyTorch's CPU wheel index: pass it through pip's own environment
 # (PIP_EXTRA_INDEX_URL=...) rather than editing this file.
@@ -28,6 +28,7 @@ test: $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/stepforge synthesize pipelines/configs/builtin.yaml --out $(RUN)
+	$(BIN)/stepforge filter $(RUN)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.codec_roundtrip
