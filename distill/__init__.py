@@ -1,1 +1,18 @@
-"""stepforge distill."""
+"""stepforge distill: student models (``Step1ForCausalLM``, the RoPE ``LlamaStudent``), export.
+
+Names are re-exported lazily so ``import distill.<module>`` does not load torch by itself.
+"""
+from importlib import import_module
+
+_MODELS = ("COMPACT_LAYOUT", "COMPACT_VOCAB", "CausalLMOutput", "KVCache", "LlamaStudent",
+           "LlamaStudentConfig", "Step1Config", "Step1ForCausalLM", "StudentRoPE", "alibi_slopes",
+           "alibi_sqrt_attention", "build_student", "export", "load_student", "sqrt_alibi_bias",
+           "token_layout")
+
+__all__ = list(_MODELS)
+
+
+def __getattr__(name: str):
+    if name in _MODELS:
+        return getattr(import_module("distill.models"), name)
+    raise AttributeError(f"module 'distill' has no attribute {name!r}")

@@ -1,0 +1,143 @@
+"""The KV cache of the students and the per-call inputs every layer shares.
+
+Slots fill left to right for all rows at once, so batches of unequal prompts are left-padded;
+``key_ok`` marks padding slots and ``k_pos`` holds each slot's token position.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, ``[batch, groups, capacity, head_dim]``.
+
+    Slots fill left to right for all rows at once (left-padded batches); ``key_ok`` marks padding
+    slots, ``k_pos`` holds each slot's position and ``seen`` each row's count of real tokens.
+    """
+
+    def __init__(self, n_layers: int, batch: int, groups: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (batch, groups, capacity, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.k_pos = torch.zeros(batch, capacity, dtype=torch.long, device=device)
+        self.key_ok = torch.ones(batch, capacity, dtype=torch.bool, device=device)
+        self.seen = torch.zeros(batch, dtype=torch.long, device=device)
+        self.length = 0
+        self.padded = False  # any padding slot so far
+        self.aligned = True  # padding only before each row's tokens, positions counted from it
+
+    @classmethod
+    def for_model(cls, model: nn.Module, batch: int, capacity: int, dtype=None, device=None):
+        cfg, p = model.config, next(model.parameters())
+        return cls(cfg.num_hidden_layers, batch, cfg.num_kv_heads, cfg.head_dim, capacity,
+                   dtype or p.dtype, device or p.device)
+
+    @property
+    def batch(self) -> int:
+        return self.seen.shape[0]
+
+    @property
+    def capacity(self) -> int:
+        return self.k_pos.shape[1]
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more slots (doubling), keeping what is stored."""
+        need = self.length + n
+        if need <= self.capacity:
+            return
+        new = max(need, 2 * self.capacity)
+
+        def grow(t: torch.Tensor, dim: int, fill) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = new - shape[dim]
+            return torch.cat([t, torch.full(shape, fill, dtype=t.dtype, device=t.device)], dim)
+
+        self.k = [grow(t, 2, 0) for t in self.k]
+        self.v = [grow(t, 2, 0) for t in self.v]
+        self.k_pos, self.key_ok = grow(self.k_pos, 1, 0), grow(self.key_ok, 1, True)
+
+    def append_meta(self, q_pos: torch.Tensor, new_ok: torch.Tensor | None):
+        """Record the new tokens' positions and padding; returns (k_pos, key_ok) of all keys."""
+        s, end = q_pos.shape[1], self.length + q_pos.shape[1]
+        self.k_pos[:, self.length:end] = q_pos
+        if new_ok is not None:
+            self.key_ok[:, self.length:end] = new_ok
+            self.seen += new_ok.sum(1)
+            self.padded = self.padded or not bool(new_ok.all())
+        else:
+            self.seen += s
+        return self.k_pos[:, :end], self.key_ok[:, :end] if self.padded else None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store ``k, v [batch, groups, s, head_dim]`` at the next slots; returns all keys/values."""
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (long ``[n]``) of the batch, e.g. the sequences still generating."""
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
+        self.k_pos, self.key_ok = self.k_pos.index_select(0, rows), self.key_ok.index_select(0, rows)
+        self.seen = self.seen.index_select(0, rows)
+
+    def rows(self, start: int, end: int) -> "KVCache":
+        """A view of rows ``start:end`` sharing storage (prefill a large batch in pieces)."""
+        view = object.__new__(KVCache)
+        view.k = [t[start:end] for t in self.k]
+        view.v = [t[start:end] for t in self.v]
+        view.k_pos, view.key_ok = self.k_pos[start:end], self.key_ok[start:end]
+        view.seen, view.length, view.padded = self.seen[start:end], self.length, self.padded
+        view.aligned = self.aligned
+        return view
+
+
+@dataclass
+class StepInputs:
+    """What one forward call shares across layers."""
+
+    q_pos: torch.Tensor  # [b, s] positions of the new tokens (b is 1 when every row agrees)
+    k_pos: torch.Tensor  # [b, past + s]
+    key_ok: torch.Tensor | None  # [batch, past + s] or None without padding
+    past: int
+    cache: KVCache | None
+    aligned: bool  # left padding only: position differences equal slot differences
+    mask: torch.Tensor | None = None  # model-specific, built once per forward
+    slopes: torch.Tensor | None = None
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def step_inputs(input_ids, cache, attention_mask, positions) -> StepInputs:
+    b, s = input_ids.shape
+    past = cache.length if cache is not None else 0
+    new_ok = None
+    if attention_mask is not None:
+        if attention_mask.shape not in ((b, s), (b, past + s)):
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} fits neither "
+                             f"[batch, seq] {(b, s)} nor [batch, past + seq] {(b, past + s)}")
+        new_ok = attention_mask[:, -s:].to(torch.bool)
+        if bool(new_ok.all()):
+            new_ok = None
+    if positions is None:
+        if new_ok is None:
+            positions = torch.arange(s, device=input_ids.device)[None]
+            if cache is not None:
+                positions = cache.seen[:, None] + positions
+        else:
+            positions = (new_ok.long().cumsum(1) - 1).clamp(min=0)
+            if cache is not None:
+                positions = positions + cache.seen[:, None]
+        aligned = new_ok is None or (past == 0 and bool((new_ok[:, 1:] >= new_ok[:, :-1]).all()))
+    else:
+        aligned = False
+    if cache is None:
+        return StepInputs(positions, positions, new_ok, 0, None, aligned)
+    cache.aligned = aligned = cache.aligned and aligned
+    cache.reserve(s)
+    k_pos, key_ok = cache.append_meta(positions.expand(b, s), new_ok)
+    return StepInputs(positions, k_pos, key_ok, past, cache, aligned)
