@@ -1,0 +1,108 @@
+"""``melvq``: the project's dual-codebook speech codec at the Step-Audio token rates.
+
+    >>> codec = load_codec()                 # shipped weights, one instance per process
+    >>> vq02, vq06 = codec.encode(wav)       # 16 kHz float32 -> 2N and 3N codes for N groups
+    >>> ids = codec.tokenize(wav)            # interleaved Step-Audio LM ids (int32)
+    >>> wav2 = codec.detokenize(ids)         # -> 16 kHz float32, N * 1920 samples
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from engine import tokens
+
+from . import mel, weights
+from .quantize import DualCodebook
+from .vocoder import vocode
+
+
+class MelVQCodec:
+    """Log-mel -> (vq02 16.7 Hz, vq06 25 Hz) codes -> conv decoder -> log-mel -> Griffin-Lim.
+
+    Args:
+        codebook: the two k-means codebooks.
+        decoder: a ``MelDecoder`` (eval mode), or None to decode from centroids alone.
+        version: identifies the weights, e.g. ``"melvq-1+3fa2c91b"``.
+    """
+
+    name = "melvq"
+    sample_rate = mel.SAMPLE_RATE
+
+    def __init__(self, codebook: DualCodebook, decoder=None, version: str = "melvq-1"):
+        self.codebook = codebook
+        self.decoder = decoder
+        self.version = version
+        self.sizes = (len(codebook.vq02), len(codebook.vq06))
+
+    def encode(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """16 kHz mono float ``[samples]`` -> (vq02 ``int32 [2N]``, vq06 ``int32 [3N]``),
+        ``N = ceil(samples / 1920)`` (the last partial 120 ms group is padded with silence)."""
+        wav = np.asarray(wav, np.float32)
+        if wav.ndim != 1 or not np.isfinite(wav).all():
+            raise ValueError(f"encode needs a finite mono waveform [samples], got shape {wav.shape}")
+        return self.codebook.encode(mel.cepstra(mel.log_mel(wav), self.codebook.q))
+
+    def decode_mel(self, vq02, vq06) -> np.ndarray:
+        """Codes -> log-mel ``float32 [12 * N, 80]``."""
+        codes02, codes06 = self._check(vq02, vq06)
+        recon = self.codebook.reconstruct(codes02, codes06)
+        if self.decoder is None or len(codes02) == 0:
+            return mel.from_cepstra(recon)
+        import torch
+
+        with torch.inference_mode():
+            out = self.decoder(torch.from_numpy(recon)[None], torch.from_numpy(codes02).long()[None],
+                               torch.from_numpy(codes06).long()[None])
+        return out[0].numpy()
+
+    def decode(self, vq02, vq06) -> np.ndarray:
+        """(vq02 ``[2N]``, vq06 ``[3N]``) -> 16 kHz float32 waveform ``[N * 1920]``."""
+        return vocode(self.decode_mel(vq02, vq06))
+
+    def tokenize(self, wav: np.ndarray) -> np.ndarray:
+        """Waveform -> interleaved Step-Audio LM ids ``int32 [5N]``."""
+        return np.asarray(tokens.interleave(*self.encode(wav)), np.int32)
+
+    def detokenize(self, ids) -> np.ndarray:
+        """Interleaved LM ids ``[5N]`` -> waveform (raises ValueError on a bad id or pattern)."""
+        return self.decode(*tokens.deinterleave(ids))
+
+    def _check(self, vq02, vq06) -> tuple[np.ndarray, np.ndarray]:
+        codes02 = np.asarray(vq02, np.int64).reshape(-1)
+        codes06 = np.asarray(vq06, np.int64).reshape(-1)
+        if len(codes02) % 2 or 2 * len(codes06) != 3 * len(codes02):
+            raise ValueError(f"{len(codes02)} vq02 and {len(codes06)} vq06 codes are not 2N and 3N")
+        for name, codes, size in (("vq02", codes02, self.sizes[0]), ("vq06", codes06, self.sizes[1])):
+            bad = np.flatnonzero((codes < 0) | (codes >= size))
+            if bad.size:
+                raise ValueError(f"{name} code {codes[bad[0]]} at position {bad[0]} is outside 0..{size - 1}")
+        return codes02.astype(np.int32), codes06.astype(np.int32)
+
+
+def from_file(path) -> MelVQCodec:
+    """Build a codec from a weights file (see :mod:`engine.codec.weights`)."""
+    codebooks, tensors, config = weights.load(path)
+    codebook = DualCodebook(codebooks["vq02"], codebooks["vq06"])
+    decoder = None
+    if tensors:
+        from .decoder import build_decoder
+
+        decoder = build_decoder(config["decoder"], codebook.q, (len(codebook.vq02), len(codebook.vq06)), tensors)
+    return MelVQCodec(codebook, decoder, version=f"{weights.FORMAT}+{weights.digest(path)}")
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> MelVQCodec:
+    return from_file(weights.SHIPPED)
+
+
+def load_codec(spec: str = "melvq") -> MelVQCodec:
+    """``"melvq"``: the shipped weights (one cached instance per process); else a weights path."""
+    if spec == "melvq":
+        return _shipped()
+    if not Path(spec).exists():
+        raise ValueError(f"{spec}: no such codec weights file (use 'melvq' for the shipped codec)")
+    return from_file(spec)

@@ -1,0 +1,134 @@
+"""``stepforge codec train|encode|decode``: the melvq speech codec on files.
+
+    stepforge codec train --out engine/codec/weights/melvq.npz --seed 0
+    stepforge codec encode IN.wav OUT.npy [--format npy|txt] [--codec melvq|WEIGHTS.npz]
+    stepforge codec decode IN.npy|IN.txt OUT.wav|OUT.flac [--codec ...]
+
+encode writes int32 interleaved Step-Audio LM ids (``.npy``) or ``<audio_N>`` text; decode reads
+either (by content) and writes 16 kHz audio.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("codec", help="train, or encode/decode audio with, the melvq codec",
+                                   description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="codec_command", required=True, metavar="ACTION")
+    _add_train(sub)
+    enc = sub.add_parser("encode", help="audio file -> interleaved Step-Audio ids")
+    enc.add_argument("input", help="audio file (any format soundfile reads; resampled to 16 kHz)")
+    enc.add_argument("output", help="OUT.npy (int32 ids) or OUT.txt with --format txt")
+    enc.add_argument("--format", choices=("npy", "txt"), default=None,
+                     help="output format (default: from the output suffix, else npy)")
+    enc.add_argument("--codec", default="melvq", help="'melvq' (shipped) or a weights file")
+    enc.set_defaults(func=encode)
+    dec = sub.add_parser("decode", help="interleaved Step-Audio ids -> 16 kHz audio")
+    dec.add_argument("input", help="IN.npy (integer ids) or a text file of <audio_N> tokens")
+    dec.add_argument("output", help="OUT.wav or OUT.flac")
+    dec.add_argument("--codec", default="melvq", help="'melvq' (shipped) or a weights file")
+    dec.set_defaults(func=decode)
+
+
+_TRAIN_OPTIONS = {  # flag -> help; defaults live in engine.codec.train.TrainConfig
+    "seed": "random seed (default 0)",
+    "utterances": "eSpeak renderings to train on (default 2000, ~2 h of speech)",
+    "vq02-size": "vq02 codebook size (default 1024; small values for quick tests)",
+    "vq06-size": "vq06 codebook size (default 4096)",
+    "kmeans-iters": "Lloyd iterations per codebook (default 10)",
+    "decoder-steps": "decoder training steps (default 600)",
+    "channels": "decoder width (default 256)",
+}
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser("train", help="train codec weights from eSpeak-rendered speech")
+    train.add_argument("--out", required=True, help="weights file to write (.npz)")
+    for flag, text in _TRAIN_OPTIONS.items():
+        train.add_argument(f"--{flag}", type=int, default=None, help=text)
+    train.set_defaults(func=train_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.codec.train import TrainConfig, train
+
+    overrides = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in _TRAIN_OPTIONS}
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage, done, total, value=None):
+        bar = bars.setdefault(stage, tqdm(total=total, desc=stage, unit="step", leave=True))
+        bar.update(done - bar.n)
+        if value is not None:
+            bar.set_postfix(loss=f"{value:.3f}")
+
+    digest = train(cfg, args.out, progress)
+    for bar in bars.values():
+        bar.close()
+    print(f"wrote {args.out} (melvq-1+{digest})")
+    return 0
+
+
+def encode(args: argparse.Namespace) -> int:
+    from engine import tokens
+    from engine.audio import preprocess, read_audio
+    from engine.codec import load_codec
+
+    wav, sr = read_audio(args.input)  # ValueError naming the file when unreadable
+    if wav.size == 0:
+        raise ValueError(f"{args.input}: no audio samples")
+    ids = load_codec(args.codec).tokenize(preprocess(wav, sr))
+    fmt = args.format or ("txt" if Path(args.output).suffix == ".txt" else "npy")
+    if fmt == "txt":
+        Path(args.output).write_text(tokens.to_audio_string(ids) + "\n", encoding="utf-8")
+    else:
+        with open(args.output, "wb") as f:  # a file object: np.save would append ".npy" to a bare name
+            np.save(f, ids.astype(np.int32))
+    print(f"{args.output}: {len(ids)} ids ({tokens.duration_seconds(len(ids)):.2f} s)")
+    return 0
+
+
+def read_ids(path) -> np.ndarray:
+    """Ids from a ``.npy`` array or a ``<audio_N>`` text file. Raises ValueError naming the file."""
+    from engine import tokens
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        if raw.startswith(b"\x93NUMPY"):
+            with open(path, "rb") as f:
+                ids = np.load(f, allow_pickle=False)
+            if ids.dtype.kind not in "iu":
+                raise ValueError(f"ids must be integers, not {ids.dtype}")
+            ids = ids.reshape(-1)
+        else:
+            ids = np.asarray(tokens.from_audio_string("".join(raw.decode("utf-8").split())), np.int64)
+        tokens.check_audio_ids(ids)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: bad audio ids ({exc})") from None
+    return ids
+
+
+def decode(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from engine.codec import load_codec
+
+    ids = read_ids(args.input)
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".wav", ".flac"):
+        raise ValueError(f"{args.output}: output must end in .wav or .flac")
+    codec = load_codec(args.codec)
+    wav = codec.detokenize(ids)
+    sf.write(args.output, np.clip(wav, -1, 1), codec.sample_rate, subtype="PCM_16")
+    print(f"{args.output}: {len(wav) / codec.sample_rate:.2f} s")
+    return 0
