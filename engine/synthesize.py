@@ -167,7 +167,7 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
                            batch_size=batch_size, workers=workers, address=address)
         for batch in results:
             for i in range(len(batch["id"])):
-                committer.add({k: batch[k][i] for k in batch})
+                committer.add({k: _plain(batch[k][i]) for k in batch})
                 bar.update(1)
     finally:
         committer.flush()  # keep what finished, also on Ctrl-C
