@@ -54,11 +54,12 @@ class FilterWorker:
         rows = [{k: _plain(batch[k][i]) for k in ROW_FIELDS} for i in range(len(batch["id"]))]
         samples = [load_sample(self.run_path, r) for r in rows]
         good = [i for i, s in enumerate(samples) if "load_error" not in s]
-        verdicts = [reject(s["load_error"]) for s in samples]
+        verdicts = [reject(s.get("load_error", "")) for s in samples]
         for i, v in zip(good, run_chain(self.chain, [samples[i] for i in good])):
             verdicts[i] = v
-        out = [verdict_row(r, v, self.config.hash) for r, v in zip(rows, verdicts)]
-        return {k: np.array([o[k] for o in out], dtype=object) for k in out[0]}
+        # one JSON column: Ray would turn None scores into NaN in typed columns
+        out = [json.dumps(verdict_row(r, v, self.config.hash)) for r, v in zip(rows, verdicts)]
+        return {"id": np.array([r["id"] for r in rows], dtype=object), "verdict": np.array(out, dtype=object)}
 
 
 def verdict_row(row: dict, verdict, config_hash: str) -> dict:
@@ -68,18 +69,12 @@ def verdict_row(row: dict, verdict, config_hash: str) -> dict:
     for name in FILTER_COLUMNS:
         if name not in out:
             out[name] = scores.get(name)
-    out["quality_flags"] = json.dumps(list(scores.get("quality_flags") or []))
+    out["quality_flags"] = list(scores.get("quality_flags") or [])
     return out
 
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _from_worker(batch: dict, i: int) -> dict:
-    row = {k: _plain(batch[k][i]) for k in batch}
-    row["quality_flags"] = json.loads(row["quality_flags"])
-    return row
 
 
 def pending_rows(run: RunDir, config: FilterConfig) -> tuple[list[dict], list[dict]]:
@@ -95,8 +90,8 @@ def pending_rows(run: RunDir, config: FilterConfig) -> tuple[list[dict], list[di
         if row["status"] != "ok":
             from filters import reject
 
-            errors.append(verdict_row(row, reject(f"teacher error: {row['error']}"), config.hash))
-            errors[-1]["quality_flags"] = ["teacher_error"]
+            verdict = reject(f"teacher error: {row['error']}", quality_flags=["teacher_error"])
+            errors.append(verdict_row(row, verdict, config.hash))
         else:
             todo.append({k: row[k] for k in ROW_FIELDS})
     return todo, errors
@@ -127,7 +122,7 @@ def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None,
                                   resources, batch_size=config.batch_size, workers=config.workers,
                                   address=address):
                 for i in range(len(batch["id"])):
-                    buffer.append(_from_worker(batch, i))
+                    buffer.append(json.loads(batch["verdict"][i]))
                     audio_s += durations.get(buffer[-1]["id"]) or 0.0
                     bar.update(1)
                 if len(buffer) >= COMMIT_EVERY:

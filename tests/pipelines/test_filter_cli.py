@@ -73,7 +73,7 @@ def test_rerun_scores_nothing_and_changed_threshold_rescores(filtered):
     run, victim, _ = filtered
     parts = sorted(p.name for p in run.filter_journal.glob("*.parquet"))
     proc = stepforge("filter", run.path, "--no-progress", check=True)
-    assert "scored" not in proc.stdout
+    assert "filter: scored" not in proc.stdout
     assert sorted(p.name for p in run.filter_journal.glob("*.parquet")) == parts
     stepforge("filter", run.path, "--no-progress", "--max-cer", "0", check=True)
     rows = run.read_manifest().to_pylist()
@@ -96,7 +96,7 @@ def test_regeneration_keeps_every_attempt_and_stops_at_the_limit(tmp_path):
     spec.write_text(
         "name: regen\nseed: 3\ncount: 3\ntexts:\n  - builtin: [en]\n    limit: 20\n"
         "categories:\n  dialect: {english: 1}\n"
-        "filter:\n  min_ss: 0.9999\n"  # nothing passes: every task uses all its attempts
+        "filter:\n  max_cer: 1.0\n  min_ss: 0.9999\n"  # nothing passes SS: every task uses all its attempts
     )
     out = tmp_path / "run"
     proc = stepforge("synthesize", spec, "--out", out, "--attempts", "3", "--no-progress", check=True)
