@@ -12,7 +12,13 @@ constraint both ``allowed_token_ids`` (audio ids + EOT, honoured by any vLLM ser
 ``vllm_xargs`` (the exact per-position 2:3 rule, honoured by a server started with
 ``--logits-processors engine.lm.vllm_processor:AudioConstraintLogitsProcessor``).
 Every returned sequence is checked against the constraint and cut back to its last whole group
-where the server broke it (``info["repaired"]``), so what comes back always deinterleaves.
+where the server broke it (``info["repaired"]``, and one warning), so what comes back always
+deinterleaves. A server without the processor only restricts sampling to audio ids + EOT: a model
+that has not learnt the pattern then loses most of each sequence (a random-weight tiny student:
+64 of 64 sequences cut at their first ids), so serve with the processor:
+
+    PYTHONPATH=/path/to/stepforge python -m vllm.entrypoints.openai.api_server --model DIR \
+        --skip-tokenizer-init --logits-processors engine.lm.vllm_processor:AudioConstraintLogitsProcessor
 
 Up to ``concurrency`` requests are in flight; each has a connect timeout and a read timeout;
 connection errors, timeouts, 429 and 5xx are retried with exponential backoff; other 4xx are not.
@@ -26,6 +32,7 @@ import json
 import socket
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 from urllib.parse import urlsplit
@@ -38,6 +45,7 @@ from engine.lm.vllm_engine import enforce_constraint, topk_arrays
 from engine.tokens import GROUP
 
 CONNECT_TIMEOUT_S = 5.0
+SERVER_FLAG = "--logits-processors engine.lm.vllm_processor:AudioConstraintLogitsProcessor"
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -87,6 +95,7 @@ class HTTPEngine(LMEngine):
         self.api_key = api_key
         self.allowed_ids = allowed_ids
         self._down = threading.Event()
+        self._warned = False
 
     @property
     def vocab_size(self) -> int:
@@ -163,10 +172,15 @@ class HTTPEngine(LMEngine):
         body = self.body(prompt, p)
         res = self._with_retries("POST", "/v1/completions", body)
         try:
-            choice = res["choices"][0]
-            return enforce_constraint(parse_choice(choice, p), p)
+            gen = enforce_constraint(parse_choice(res["choices"][0], p), p)
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise _Failed(f"malformed response from {self.url}: {type(e).__name__}: {e}") from None
+        if "repaired" in gen.info and not self._warned:
+            self._warned = True
+            warnings.warn(f"{self.url} returned ids that break the 2:3 audio pattern "
+                          f"({gen.info['repaired']}); they are cut at the break. Start the server "
+                          f"with {SERVER_FLAG} so it enforces the pattern itself.", stacklevel=2)
+        return gen
 
     def _with_retries(self, method: str, path: str, body: dict | None) -> dict:
         delay, last = self.backoff_s, ""

@@ -117,8 +117,9 @@ def test_unreachable_url_fails_fast_with_a_clear_error():
 
 def test_a_server_that_breaks_the_pattern_is_repaired(server):
     server.faults.append("corrupt")  # id 70 (a text id) at position 7
-    [g] = HTTPEngine(server.url).generate(prompts(1), SamplingParams(seed=3, max_tokens=40,
-                                                                     audio_constraint=C))
+    with pytest.warns(UserWarning, match="--logits-processors"):
+        [g] = HTTPEngine(server.url).generate(prompts(1), SamplingParams(seed=3, max_tokens=40,
+                                                                         audio_constraint=C))
     assert len(g.token_ids) == GROUP and "position 7" in g.info["repaired"]
     assert g.finish_reason == "length"
     deinterleave(g.token_ids, LAYOUT)
