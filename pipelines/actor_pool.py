@@ -19,6 +19,9 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray's C++ core logs a warning for every actor pool whose constructor arguments sit in the
+    # object store; errors still reach the driver as exceptions.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   configure_logging=True)
     if address:
