@@ -80,11 +80,9 @@ class HTTPEngine(LMEngine):
                  timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5,
                  vocab_size: int | None = None, max_model_len: int | None = None,
                  api_key: str | None = None, allowed_ids: bool = True):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+        self._parts = parse_url(url)
+        parts = self._parts
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/').removesuffix('/v1')}"
-        self._parts = parts
         self.model = model
         if concurrency < 1 or retries < 0 or timeout_s <= 0:
             raise ValueError("concurrency must be >= 1, retries >= 0 and timeout_s > 0")
@@ -235,6 +233,19 @@ class HTTPEngine(LMEngine):
             return json.loads(raw)
         except json.JSONDecodeError:
             raise _Failed(f"{self.url}{path} answered with non-JSON: {raw[:80]!r}") from None
+
+
+def parse_url(url: str):
+    """``urlsplit`` of a server URL (``http://`` assumed without a scheme); ValueError unless
+    it is http(s) with a host and, if given, a valid port."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"bad port in URL {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return parts
 
 
 class _Retry(Exception):

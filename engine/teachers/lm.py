@@ -74,6 +74,10 @@ class LMTeacher(Teacher):
         place = {k: t(opts.pop(k)) for k, t in PLACEMENT.items() if k in opts}
         self.engine_options = opts
         engine_kwargs(self.kind, opts)  # a bad option fails here, in the driver, in one line
+        if self.kind == "http":
+            from engine.lm.http_engine import parse_url
+
+            parse_url(self.location)
         if self.options["topk"] < 0 or self.options["max_seconds"] <= 0:
             raise ValueError("topk must be >= 0 and max_seconds > 0")
         self.model_dir = Path(place.get("tokenizer") or self.location) if (

@@ -133,6 +133,10 @@ def test_bad_specs_fail_in_one_line(tmp_path):
         make_teacher(f"torch:{tmp_path}?tp=2")
     with pytest.raises(ValueError, match="no config.json"):
         make_teacher(f"vllm:{tmp_path / 'missing'}")
+    with pytest.raises(ValueError, match="not an http"):
+        make_teacher("http:ftp://host/x")
+    with pytest.raises(ValueError, match="bad port"):
+        make_teacher("http://127.0.0.1:99999999")
     with pytest.raises(ValueError, match="unknown teacher"):
         make_teacher("espeak")
 
