@@ -33,11 +33,13 @@ class TeacherOutput:
 
 
 class Teacher(ABC):
-    """Synthesizes a batch of tasks. Subclasses set ``name``, ``version`` and ``resources``."""
+    """Synthesizes a batch of tasks. Subclasses set ``name``, ``version`` and ``resources``, and
+    ``batch_size``: how many tasks one call should get (LM engines batch across requests)."""
 
     name: str = "teacher"
     version: str = "0"
     resources: dict = {"num_cpus": 1, "num_gpus": 0}
+    batch_size: int = 4
 
     @property
     def id(self) -> str:

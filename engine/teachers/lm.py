@@ -64,6 +64,8 @@ class LMTeacher(Teacher):
     synthesize command builds one in the driver only to read its id and resources).
     """
 
+    batch_size = 32  # the engine batches requests: give it many at once
+
     def __init__(self, spec: str, codec=None, engine=None):
         from engine.lm.text_tokenizer import load_tokenizer
         from engine.lm.vllm_engine import max_positions, read_config

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--codec", default="melvq", help="speech codec: melvq (shipped) or a weights file")
     p.add_argument("--limit", type=int, default=None, help="synthesize only the first N tasks")
     p.add_argument("--workers", type=int, default=None, help="teacher actors (default: fill the CPUs/GPUs)")
-    p.add_argument("--batch-size", type=int, default=4, help="tasks per teacher call")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tasks per teacher call (default: the teacher's; 4 reference, 32 LM teachers)")
     p.add_argument("--shard-size", type=int, default=64, help="samples per shard (the unit of commit)")
     p.add_argument("--attempts", type=int, default=1,
                    help="regenerate rejected tasks with a new seed, filtering between rounds, up to N attempts")
@@ -35,10 +36,10 @@ def register(sub) -> None:
 def main(args) -> int:
     from engine.spec import GenerationSpec
 
-    for flag in ("limit", "attempts"):
+    for flag in ("limit", "attempts", "batch_size", "shard_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            raise RunError(f"--{flag} must be at least 1, got {value}")
+            raise RunError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     spec = GenerationSpec.load(args.spec)
     tasks = spec.expand()
     run = RunDir(args.out)
@@ -143,7 +144,8 @@ def _synthesize(run, todo, teacher, codec, spec_hash, args) -> dict:
     lineage = Lineage(spec_hash=spec_hash, teacher_id=teacher.id, codec_version=codec.version,
                       stepforge_version=__version__)
     return run_synthesis(run, todo, args.teacher, lineage, codec=args.codec, resources=teacher.resources,
-                         shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
+                         shard_size=args.shard_size, batch_size=args.batch_size or teacher.batch_size,
+                         workers=args.workers,
                          address=args.ray_address, progress=not args.no_progress)
 
 
