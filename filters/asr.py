@@ -21,7 +21,8 @@ from typing import Protocol
 import numpy as np
 
 # tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack).
-DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True}}
+# One thread per model: on CPU the filter job scales by running one worker per core.
+DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "cpu_threads": 1}}
 BACKENDS = ("faster-whisper", "paraformer")
 
 
