@@ -18,7 +18,7 @@ from .quantize import DualCodebook
 
 @dataclass(frozen=True)
 class TrainConfig:
-    utterances: int = 2000      # eSpeak renderings (~2 h of speech at the default)
+    utterances: int = 4000      # eSpeak renderings (~4.4 h of speech)
     seed: int = 0
     vq02_size: int = 1024
     vq06_size: int = 4096

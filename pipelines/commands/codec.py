@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 _TRAIN_OPTIONS = {  # flag -> help; defaults live in engine.codec.train.TrainConfig
     "seed": "random seed (default 0)",
-    "utterances": "eSpeak renderings to train on (default 2000, ~2 h of speech)",
+    "utterances": "eSpeak renderings to train on (default 4000, ~4.4 h of speech)",
     "vq02-size": "vq02 codebook size (default 1024; small values for quick tests)",
     "vq06-size": "vq06 codebook size (default 4096)",
     "kmeans-iters": "Lloyd iterations per codebook (default 10)",
@@ -63,7 +63,9 @@ def train_command(args: argparse.Namespace) -> int:
     bars: dict[str, tqdm] = {}
 
     def progress(stage, done, total, value=None):
-        bar = bars.setdefault(stage, tqdm(total=total, desc=stage, unit="step", leave=True))
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=stage, unit="step")
+        bar = bars[stage]
         bar.update(done - bar.n)
         if value is not None:
             bar.set_postfix(loss=f"{value:.3f}")
