@@ -48,6 +48,8 @@ _TRAIN_OPTIONS = {  # flag -> help; defaults live in engine.codec.train.TrainCon
 def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train codec weights from eSpeak-rendered speech")
     train.add_argument("--out", required=True, help="weights file to write (.npz)")
+    train.add_argument("--force", action="store_true",
+                       help="retrain even if OUT already holds weights trained with these settings")
     for flag, text in _TRAIN_OPTIONS.items():
         train.add_argument(f"--{flag}", type=int, default=None, help=text)
     train.set_defaults(func=train_command)
@@ -60,6 +62,9 @@ def train_command(args: argparse.Namespace) -> int:
 
     overrides = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in _TRAIN_OPTIONS}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if not args.force and _trained_with(args.out, cfg):
+        print(f"{args.out} is up to date (same settings); --force retrains")
+        return 0
     bars: dict[str, tqdm] = {}
 
     def progress(stage, done, total, value=None):
@@ -75,6 +80,22 @@ def train_command(args: argparse.Namespace) -> int:
         bar.close()
     print(f"wrote {args.out} (melvq-1+{digest})")
     return 0
+
+
+def _trained_with(path, cfg) -> bool:
+    """Whether ``path`` is a weights file written by a finished run with exactly ``cfg``."""
+    import dataclasses
+    import json
+
+    from engine.codec import weights
+
+    if not Path(path).exists():
+        return False
+    try:
+        _, _, config = weights.load(path)
+    except ValueError:
+        return False
+    return config.get("train") == json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def encode(args: argparse.Namespace) -> int:

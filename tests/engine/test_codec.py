@@ -135,3 +135,15 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
     assert cli(["codec", "decode", str(bad_ids), str(tmp_path / "x.wav")]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.npy" in err and "position 2" in err and len(err.splitlines()) == 1
+
+
+def test_cli_train_tiny_and_rerun_is_a_no_op(tmp_path, capsys):
+    out = tmp_path / "w.npz"
+    argv = ["codec", "train", "--out", str(out), "--utterances", "4", "--vq02-size", "8",
+            "--vq06-size", "16", "--kmeans-iters", "2", "--decoder-steps", "2", "--channels", "8"]
+    assert cli(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    codec = load_codec(str(out))
+    assert codec.sizes == (8, 16) and len(codec.tokenize(np.zeros(3840, np.float32))) == 10
+    stamp = out.stat().st_mtime_ns
+    assert cli(argv) == 0 and "up to date" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
