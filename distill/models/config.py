@@ -9,6 +9,7 @@ project, so an exported Step1 directory can carry it for ``trust_remote_code`` l
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ def _dims(name: str) -> dict:
 
 
 @dataclass
-class _StudentConfig:
+class _StudentConfig(abc.ABC):
     hidden_size: int = 128
     intermediate_size: int = 384
     num_hidden_layers: int = 4
@@ -76,12 +77,14 @@ class _StudentConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    @abc.abstractmethod
     def num_kv_heads(self) -> int:
-        raise NotImplementedError
+        """Key/value heads (the GQA group count)."""
 
     @property
+    @abc.abstractmethod
     def max_positions(self) -> int:
-        raise NotImplementedError
+        """Longest sequence the model accepts."""
 
     def num_parameters(self) -> int:
         h, kv = self.hidden_size, self.num_kv_heads * self.head_dim

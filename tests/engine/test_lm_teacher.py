@@ -111,12 +111,9 @@ def test_http_teacher_server_down_gives_row_errors():
 
 
 def test_clone_prompt_from_a_builtin_speaker(tiny_rope_dir):
-    try:
-        from engine.codec import load_codec
+    from engine.codec import load_codec
 
-        codec = load_codec("melvq")
-    except (ImportError, ValueError) as e:  # the shipped codec weights are missing
-        pytest.skip(f"the melvq codec is not available: {e}")
+    codec = load_codec("melvq")
     teacher = LMTeacher(f"torch:{tiny_rope_dir}?max_seconds=1&threads=1", codec=codec)
     task = Task(id="c", text="Hello there.", lang="en", dialect="english", speaker="amy")
     clone = teacher.clone_prompt(task)

@@ -175,13 +175,9 @@ def test_synthesize_outputs_one_row_per_task_and_reports_errors():
 
 
 def test_synthesize_with_the_real_codec():
-    codec_mod = pytest.importorskip("engine.codec")
-    if not hasattr(codec_mod, "load_codec"):
-        pytest.skip("engine.codec.load_codec not available yet")
-    try:
-        codec = codec_mod.load_codec("melvq")
-    except Exception as exc:  # weights not trained yet
-        pytest.skip(f"melvq codec not loadable: {exc}")
+    from engine.codec import load_codec
+
+    codec = load_codec("melvq")
     [out] = ReferenceTeacher(codec=codec).synthesize([task(id="real")])
     assert not out.error, out.error
     from engine.tokens import check_audio_ids
