@@ -20,7 +20,7 @@ from engine.task import Task
 from engine.tokens import check_audio_ids, duration_seconds
 from manifests import RunDir, json_bytes, npy_bytes
 from manifests.shards import sample_key
-from pipelines.actor_pool import map_pool
+from pipelines.actor_pool import batch_rows, map_pool
 
 SHARD_SIZE = 64
 # shard member extension -> worker result column (empty bytes = absent)
@@ -39,7 +39,7 @@ class SynthesisWorker:
         self.teacher = make_teacher(teacher)
 
     def __call__(self, batch: dict) -> dict:
-        rows = _rows(batch)
+        rows = batch_rows(batch)
         tasks = [Task.from_row(row) for row in rows]
         outputs = self.teacher.synthesize(tasks)
         results = [{**self._package(task, out), "attempt": row["attempt"]}
@@ -67,15 +67,6 @@ class SynthesisWorker:
         if out.topk is not None:
             result["topk"] = _npz_bytes(out.topk)
         return result
-
-
-def _rows(batch: dict) -> list[dict]:
-    keys = list(batch)
-    return [{k: _plain(batch[k][i]) for k in keys} for i in range(len(batch[keys[0]]))]
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -166,8 +157,8 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
                            {"teacher": teacher, "codec": codec}, resources or {"num_cpus": 1},
                            batch_size=batch_size, workers=workers, address=address)
         for batch in results:
-            for i in range(len(batch["id"])):
-                committer.add({k: _plain(batch[k][i]) for k in batch})
+            for result in batch_rows(batch):
+                committer.add(result)
                 bar.update(1)
     finally:
         committer.flush()  # keep what finished, also on Ctrl-C

@@ -18,7 +18,7 @@ import numpy as np
 from filters.config import FilterConfig
 from manifests import RunDir, read_sample
 from manifests.schema import FILTER_COLUMNS
-from pipelines.actor_pool import map_pool
+from pipelines.actor_pool import batch_rows, map_pool
 
 ROW_FIELDS = ("id", "attempt", "text", "lang", "dialect", "style", "speaker", "speaker_wav", "shard", "offset")
 COMMIT_EVERY = 32
@@ -51,7 +51,7 @@ class FilterWorker:
     def __call__(self, batch: dict) -> dict:
         from filters import reject, run_chain
 
-        rows = [{k: _plain(batch[k][i]) for k in ROW_FIELDS} for i in range(len(batch["id"]))]
+        rows = [{k: row[k] for k in ROW_FIELDS} for row in batch_rows(batch)]
         samples = [load_sample(self.run_path, r) for r in rows]
         good = [i for i, s in enumerate(samples) if "load_error" not in s]
         verdicts = [reject(s.get("load_error", "")) for s in samples]
@@ -73,13 +73,9 @@ def verdict_row(row: dict, verdict, config_hash: str) -> dict:
     return out
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def pending_rows(run: RunDir, config: FilterConfig) -> tuple[list[dict], list[dict]]:
-    """(rows to score, verdicts decided without scoring: teacher errors)."""
-    table = run.journal_table()
+def pending_rows(run: RunDir, table, config: FilterConfig) -> tuple[list[dict], list[dict]]:
+    """(rows of the synth journal ``table`` to score, verdicts decided without scoring: teacher
+    errors)."""
     verdicts = run.verdict_table()
     done = {(i, a) for i, a, h in zip(verdicts.column("id").to_pylist(), verdicts.column("attempt").to_pylist(),
                                       verdicts.column("filter_hash").to_pylist()) if h == config.hash}
@@ -106,12 +102,12 @@ def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None,
     if previous and previous != config.hash:
         run.clear_verdicts()
     run.update_stage("filter", status="running", config_hash=config.hash)
-    todo, errors = pending_rows(run, config)
+    table = run.journal_table()
+    todo, errors = pending_rows(run, table, config)
     if errors:
         run.commit_verdicts(errors)
     start, audio_s, buffer = time.perf_counter(), 0.0, []
-    durations = dict(zip(run.journal_table().column("id").to_pylist(),
-                         run.journal_table().column("duration_s").to_pylist()))
+    durations = dict(zip(table.column("id").to_pylist(), table.column("duration_s").to_pylist()))
     bar = tqdm(total=len(todo), unit="row", desc="filter", disable=not progress)
     try:
         if todo:

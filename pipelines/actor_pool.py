@@ -11,6 +11,20 @@ import logging
 import os
 from typing import Iterator
 
+import numpy as np
+
+
+def batch_rows(batch: dict) -> list[dict]:
+    """A Ray numpy batch (dict of columns) -> rows of plain Python values (numpy scalars unwrapped,
+    so rows serialise as JSON)."""
+    keys = list(batch)
+    n = len(batch[keys[0]]) if keys else 0
+    return [{k: _plain(batch[k][i]) for k in keys} for i in range(n)]
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
 
 def init_ray(address: str | None = None) -> None:
     """Join ``address`` (a Ray cluster) or start a quiet local instance once per process."""
