@@ -1,0 +1,152 @@
+"""The distillation config: YAML sections with defaults, command-line overrides, validation.
+
+    cfg = load_config("pipelines/configs/distill_tiny.yaml", ["train.lr=1e-3", "train.steps=50"])
+    cfg["train"]["steps"]  # -> 50
+
+Every check that can fail without touching data or a model happens here, before any process is
+launched, and names the key.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+DEFAULTS: dict = {
+    "student": {
+        "arch": "step1",          # step1 (sqrt-ALiBi, the TTS-3B architecture) | llama (RoPE)
+        "preset": "tiny",         # tts-3b | small | tiny (ignored with init)
+        "init": None,             # an HF checkpoint dir to start from instead of a preset
+        "overrides": {},          # config fields over the preset, e.g. {num_hidden_layers: 2}
+    },
+    "data": {
+        "max_tokens": 4096,       # tokens per packed micro-batch (one row of sequences)
+        "buffer": 256,            # shuffle buffer after the shard-level shuffle
+        "heldout": 16,            # rows held out (whole texts) for eval and the student eval
+    },
+    "loss": {
+        "kd_ratio": 0.0,          # weight of token-level KD (needs teacher top-k); 0 = pure CE
+        "restricted_head": True,  # score only the codebook rows the 2:3 pattern allows
+    },
+    "train": {
+        "steps": 200,             # optimizer steps in total (a resume continues to this)
+        "lr": 2e-3,
+        "min_lr_ratio": 0.1,      # cosine decays to lr * min_lr_ratio
+        "warmup_steps": 20,
+        "weight_decay": 0.01,
+        "betas": [0.9, 0.95],
+        "grad_accum": 1,          # micro-batches per optimizer step
+        "clip": 1.0,
+        "seed": 0,
+        "zero_stage": 0,          # 0-3
+        "precision": "auto",      # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+        "log_every": 10,
+        "eval_every": 50,
+        "save_every": 50,
+        "keep_checkpoints": 2,
+    },
+    "eval": {
+        "student_eval": True,     # after training: generate the held-out prompts and score them
+        "max_seconds": 12.0,      # generation limit per held-out prompt
+        "limit": None,            # score only the first N held-out prompts
+    },
+    "logging": {
+        "tensorboard": True,
+        "wandb": None,            # a W&B project name (used when wandb is installed)
+    },
+}
+
+ARCHES = ("step1", "llama")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """The distill config cannot work; the message names the key."""
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if key not in base:
+            raise ConfigError(f"unknown key {where}{key} (known: {', '.join(base)})")
+        if isinstance(base[key], dict) and key != "overrides":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key} must be a mapping")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_override(item: str) -> dict:
+    """``"train.lr=1e-3"`` -> ``{"train": {"lr": 0.001}}`` (the value read as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    path, value = item.split("=", 1)
+    node: dict = {}
+    root = node
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node[key] = {}
+        node = node[key]
+    node[keys[-1]] = yaml.safe_load(value)
+    return root
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """Defaults, then the YAML file, then ``section.key=value`` overrides; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such distill config") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a distill config is a mapping of sections")
+        data.pop("runs", None), data.pop("out", None)  # written by the CLI into resolved configs
+        cfg = _merge(cfg, data)
+    for item in overrides:
+        cfg = _merge(cfg, _parse_override(item))
+    validate(cfg)
+    return cfg
+
+
+def _positive(cfg: dict, section: str, key: str, integer: bool = True) -> None:
+    value = cfg[section][key]
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise ConfigError(f"{section}.{key} must be a positive {'integer' if integer else 'number'}, "
+                          f"got {value!r}")
+
+
+def validate(cfg: dict) -> None:
+    s, t = cfg["student"], cfg["train"]
+    if s["arch"] not in ARCHES:
+        raise ConfigError(f"student.arch must be one of {', '.join(ARCHES)}, got {s['arch']!r}")
+    if t["precision"] not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}")
+    if t["zero_stage"] not in (0, 1, 2, 3):
+        raise ConfigError(f"train.zero_stage must be 0, 1, 2 or 3, got {t['zero_stage']!r}")
+    for key in ("steps", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints"):
+        _positive(cfg, "train", key)
+    _positive(cfg, "train", "lr", integer=False)
+    _positive(cfg, "data", "max_tokens")
+    _positive(cfg, "data", "buffer")
+    if not 0 <= cfg["loss"]["kd_ratio"] <= 1:
+        raise ConfigError(f"loss.kd_ratio must be within 0..1, got {cfg['loss']['kd_ratio']!r}")
+    if t["warmup_steps"] < 0 or t["warmup_steps"] >= t["steps"]:
+        raise ConfigError(f"train.warmup_steps must be within 0..train.steps-1, got {t['warmup_steps']}")
+    if not 0 <= t["min_lr_ratio"] <= 1:
+        raise ConfigError("train.min_lr_ratio must be within 0..1")
+    if cfg["data"]["heldout"] < 0:
+        raise ConfigError("data.heldout must be >= 0")
+
+
+def model_fingerprint(cfg: dict) -> str:
+    """What a checkpoint must match to resume: the student section (architecture and init)."""
+    return hashlib.sha256(json.dumps(cfg["student"], sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,379 @@
+"""Training data for distillation: accepted rows of run directories as packed TTS sequences.
+
+    corpus = Corpus.load(["runs/a", "runs/b"], student_layout, tokenizer)   # accepted rows only
+    train, heldout = corpus.split(heldout=32, seed=0)                         # held out by text
+    plan = PackPlan(train, max_tokens=4096, seed=0)
+    for batch in plan.batches(epoch=0, rank=0, world=1, start=0):             # resumable mid-epoch
+        hidden = model.model(batch["input_ids"], cu_seqlens=batch["cu_seqlens"])
+
+One training sequence is the Step-Audio TTS prompt (system turn with tags, optional clone turn,
+tagged text, ``assistant``) followed by the teacher's audio ids and EOT. Only the audio ids and
+the final EOT carry loss: ``labels`` holds the (already shifted) target of every position, -100
+elsewhere, and ``streams`` says which codebook the 2:3 pattern allows there (0: vq02 or EOT at a
+group start, 1: the second vq02, 2: vq06, -1: no loss).
+
+The epoch order is a pure function of (seed, epoch): shards are shuffled, then samples within a
+moving buffer; sequences are packed greedily into rows of at most ``max_tokens``; rank ``r`` of
+``w`` takes packs ``r, r + w, ...`` (the epoch is cut to a multiple of ``w`` so every rank takes
+the same number of steps). Resuming at pack ``n`` of an epoch therefore needs only ``(epoch, n)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.prompts import ClonePrompt, build_tts_prompt
+from engine.task import Task
+from engine.tokens import STEP_AUDIO, TokenLayout
+
+IGNORE = -100
+NO_LOSS, GROUP_START, VQ02, VQ06 = -1, 0, 1, 2
+
+
+class DataError(ValueError):
+    """The runs cannot feed this student (empty, all rejected, a layout mismatch...)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One accepted manifest row: the task, where its sample lives and the teacher's scores."""
+
+    task: Task
+    run: str
+    shard: str
+    offset: int
+    n_tokens: int
+    scores: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{Path(self.run).name}/{self.task.id}"
+
+
+@dataclass
+class Sample:
+    """One training sequence, all ``[seq]`` numpy arrays (``topk_*`` ``[seq, k]`` or None)."""
+
+    id: str
+    input_ids: np.ndarray
+    labels: np.ndarray
+    streams: np.ndarray
+    topk_ids: np.ndarray | None = None
+    topk_logprobs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+# -- reading runs --------------------------------------------------------------------------
+
+def _accepted_rows(run_path: Path) -> tuple[list[Row], dict]:
+    """Accepted rows of one run and the run's lineage (codec version); DataError when none."""
+    from manifests import RunDir, RunError
+
+    run = RunDir(run_path)
+    try:
+        info = run.info()
+        table = run.current_table()
+    except RunError as exc:
+        raise DataError(str(exc)) from None
+    rows = table.to_pylist()
+    if not rows:
+        raise DataError(f"{run_path} has no synthesized rows")
+    if all(r["accepted"] is None for r in rows):
+        raise DataError(f"{run_path} has not been filtered yet (run `stepforge filter {run_path}`)")
+    keep = [r for r in rows if r["accepted"] and r["status"] == "ok"]
+    if not keep:
+        reasons: dict[str, int] = {}
+        for r in rows:
+            reasons[r["reject_reason"] or r["error"] or "?"] = reasons.get(r["reject_reason"] or r["error"] or "?", 0) + 1
+        top = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        raise DataError(f"{run_path}: all {len(rows)} rows were rejected ({top})")
+    out = []
+    for r in keep:
+        scores = {k: r.get(k) for k in ("cer", "wer", "ss", "accepted", "duration_s")}
+        out.append(Row(Task.from_row(r), str(run_path), r["shard"], int(r["offset"]),
+                       int(r["n_tokens"]), scores))
+    return out, info
+
+
+def load_sample(row: Row) -> dict[str, bytes]:
+    from manifests.shards import read_sample
+
+    return read_sample(Path(row.run) / row.shard, row.offset)
+
+
+# -- sequences -----------------------------------------------------------------------------
+
+def stream_codes(n_audio: int) -> np.ndarray:
+    """``int8 [n_audio + 1]``: the stream of each audio target and of the final EOT."""
+    phase = np.arange(n_audio + 1) % 5
+    return np.where(phase == 0, GROUP_START, np.where(phase == 1, VQ02, VQ06)).astype(np.int8)
+
+
+class SequenceBuilder:
+    """Builds :class:`Sample` s for one student (its text tokenizer and id layout).
+
+    Args:
+        layout: the student's :class:`TokenLayout` (its audio codebooks must be 1024 / 4096).
+        tokenizer: the student's text tokenizer (``engine.prompts.TextTokenizer``).
+        codec: tokenizes clone prompts (loaded on the first clone row).
+    """
+
+    def __init__(self, layout: TokenLayout, tokenizer, codec=None):
+        if (layout.vq02_size, layout.vq06_size) != (STEP_AUDIO.vq02_size, STEP_AUDIO.vq06_size):
+            raise DataError(f"the student's audio codebooks are {layout.vq02_size}/{layout.vq06_size} "
+                            f"codes; the shards hold Step-Audio ids with "
+                            f"{STEP_AUDIO.vq02_size}/{STEP_AUDIO.vq06_size}")
+        self.layout, self.tok, self._codec = layout, tokenizer, codec
+        self._clones: dict[str, ClonePrompt] = {}
+
+    @property
+    def codec(self):
+        if self._codec is None:
+            from engine.codec import load_codec
+
+            self._codec = load_codec("melvq")
+        return self._codec
+
+    def clone_prompt(self, task: Task) -> ClonePrompt | None:
+        if not task.speaker:
+            return None
+        if task.speaker not in self._clones:
+            from engine.audio import preprocess, read_audio
+            from engine.speakers import BUILTIN_SPEAKERS
+
+            wav_path, text = task.speaker_wav, task.speaker_text
+            if not wav_path:
+                wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
+                text = (BUILTIN_SPEAKERS / f"{task.speaker}.txt").read_text(encoding="utf-8").strip()
+            wav, sr = read_audio(wav_path)
+            ids = np.asarray(self.codec.tokenize(preprocess(wav, sr)), dtype=np.int64)
+            self._clones[task.speaker] = ClonePrompt(task.speaker, text, tuple(self.to_student(ids)))
+        return self._clones[task.speaker]
+
+    def prompt(self, task: Task) -> list[int]:
+        return build_tts_prompt(task.text, task.instruction, self.tok, self.clone_prompt(task))
+
+    def length(self, row: Row) -> int:
+        """Sequence length of ``row`` without reading its sample (prompt + audio + EOT)."""
+        return len(self.prompt(row.task)) + row.n_tokens - row.n_tokens % 5 + 1
+
+    def to_student(self, ids: np.ndarray) -> np.ndarray:
+        """Step-Audio ids -> the student's ids (audio moves, EOT and text stay); -1 stays -1."""
+        ids = np.asarray(ids, dtype=np.int64)
+        audio = (ids >= STEP_AUDIO.vq02_offset) & (ids < STEP_AUDIO.audio_end)
+        return np.where(audio, ids - STEP_AUDIO.vq02_offset + self.layout.vq02_offset, ids)
+
+    def audio_ids(self, row: Row, tokens: np.ndarray) -> np.ndarray:
+        """The row's audio ids in the student's layout, whole 2:3 groups, EOT stripped."""
+        from engine.tokens import check_audio_ids
+
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if len(tokens) and tokens[-1] == self.tok.eot:
+            tokens = tokens[:-1]
+        tokens = tokens[: len(tokens) - len(tokens) % 5]
+        try:
+            check_audio_ids(tokens.tolist(), STEP_AUDIO)
+        except ValueError as exc:
+            raise DataError(f"{row.run} sample {row.task.id}: its tokens are not Step-Audio audio ids "
+                            f"({exc})") from None
+        return self.to_student(tokens)
+
+    def build(self, row: Row, sample: dict[str, bytes]) -> Sample:
+        """The training sequence for ``row`` from its shard members (``tokens.npy``, ``topk.npz``)."""
+        audio = self.audio_ids(row, np.load(io.BytesIO(sample["tokens.npy"])))
+        prompt = self.prompt(row.task)
+        ids = np.concatenate([np.asarray(prompt, np.int64), audio, [self.tok.eot]])
+        labels = np.full(len(ids), IGNORE, np.int64)
+        streams = np.full(len(ids), NO_LOSS, np.int8)
+        first = len(prompt) - 1  # the position that predicts the first audio id
+        labels[first:-1] = ids[first + 1:]
+        streams[first:-1] = stream_codes(len(audio))
+        out = Sample(row.key, ids, labels, streams)
+        if "topk.npz" in sample:
+            out.topk_ids, out.topk_logprobs = self._topk(sample["topk.npz"], len(ids), first, len(audio))
+        return out
+
+    def _topk(self, data: bytes, n: int, first: int, n_audio: int):
+        """Teacher top-k of each generated token, placed at the positions that predict them;
+        candidates outside the student's audio ids and EOT become empty slots (-1)."""
+        z = np.load(io.BytesIO(data))
+        tids = self.to_student(z["ids"][: n_audio + 1])
+        tlp = z["logprobs"][: n_audio + 1].astype(np.float32)
+        ok = ((tids >= self.layout.vq02_offset) & (tids < self.layout.audio_end)) | (tids == self.tok.eot)
+        k = tids.shape[1]
+        ids = np.full((n, k), -1, np.int64)
+        lps = np.zeros((n, k), np.float32)
+        ids[first:first + len(tids)] = np.where(ok, tids, -1)
+        lps[first:first + len(tids)] = np.where(ok, tlp, 0.0)
+        return ids, lps
+
+
+# -- the corpus ------------------------------------------------------------------------------
+
+@dataclass
+class Corpus:
+    """Accepted rows of one or more runs, each with its sequence length."""
+
+    rows: list[Row]
+    lengths: list[int]
+    builder: SequenceBuilder
+    codec_version: str
+
+    @classmethod
+    def load(cls, runs: list[str | Path], builder: SequenceBuilder) -> "Corpus":
+        rows, versions = [], {}
+        for run in runs:
+            got, info = _accepted_rows(Path(run))
+            versions[str(run)] = info.get("codec")
+            rows += got
+        if len(set(versions.values())) > 1:
+            raise DataError(f"the runs were tokenized by different codecs ({versions}); their "
+                            "audio ids mean different things")
+        seen: set[str] = set()
+        unique = [r for r in rows if not (r.key in seen or seen.add(r.key))]
+        return cls(unique, [builder.length(r) for r in unique], builder, next(iter(versions.values())))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def split(self, heldout: int, seed: int = 0) -> tuple["Corpus", "Corpus"]:
+        """(train, heldout): ``heldout`` rows whose texts never occur in train (chosen by hash)."""
+        def rank(text: str) -> str:
+            return hashlib.sha256(f"{seed}:{text}".encode()).hexdigest()
+
+        texts = sorted({r.task.text for r in self.rows}, key=rank)
+        held: set[str] = set()
+        count = 0
+        for text in texts:
+            if count >= heldout:
+                break
+            held.add(text)
+            count += sum(r.task.text == text for r in self.rows)
+        pick = [r.task.text in held for r in self.rows]
+        if heldout and all(pick):
+            raise DataError(f"holding out {heldout} rows leaves nothing to train on "
+                            f"({len(self.rows)} accepted rows); lower eval.heldout")
+        return self._subset([not p for p in pick]), self._subset(pick)
+
+    def _subset(self, mask: list[bool]) -> "Corpus":
+        rows = [r for r, m in zip(self.rows, mask) if m]
+        lengths = [n for n, m in zip(self.lengths, mask) if m]
+        return Corpus(rows, lengths, self.builder, self.codec_version)
+
+    def write_prompts(self, path: str | Path) -> None:
+        """The rows as ``stepforge eval`` prompts: task fields plus the teacher's scores."""
+        lines = []
+        for r in self.rows:
+            lines.append(json.dumps({**r.task.to_row(), "teacher": {"run": r.run, **r.scores}},
+                                    ensure_ascii=False))
+        from manifests.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# -- epochs ------------------------------------------------------------------------------------
+
+class PackPlan:
+    """The deterministic order and packing of a corpus, epoch by epoch.
+
+    Args:
+        corpus: the training rows.
+        max_tokens: tokens per packed row (one micro-batch); every sequence must fit.
+        seed: with the epoch number, fixes the order.
+        buffer: samples shuffled together after the shard-level shuffle.
+    """
+
+    def __init__(self, corpus: Corpus, max_tokens: int, seed: int = 0, buffer: int = 256):
+        longest = max(corpus.lengths, default=0)
+        if longest > max_tokens:
+            i = corpus.lengths.index(longest)
+            raise DataError(f"sequence {corpus.rows[i].key} has {longest} tokens, more than "
+                            f"batch.max_tokens={max_tokens}; raise batch.max_tokens")
+        self.corpus, self.max_tokens, self.seed, self.buffer = corpus, max_tokens, seed, buffer
+        self._cache: dict[int, list[list[int]]] = {}
+
+    def order(self, epoch: int) -> list[int]:
+        """Row indices of ``epoch``: shards shuffled, then samples within a moving buffer."""
+        rng = random.Random(f"{self.seed}:{epoch}")
+        by_shard: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(self.corpus.rows):
+            by_shard.setdefault((r.run, r.shard), []).append(i)
+        shards = sorted(by_shard)
+        rng.shuffle(shards)
+        out, buf = [], []
+        for s in shards:
+            for i in by_shard[s]:
+                buf.append(i)
+                if len(buf) >= self.buffer:
+                    out.append(buf.pop(rng.randrange(len(buf))))
+        rng.shuffle(buf)
+        return out + buf
+
+    def packs(self, epoch: int) -> list[list[int]]:
+        """Greedy packs of row indices in epoch order, each at most ``max_tokens`` long."""
+        if epoch not in self._cache:
+            packs, cur, size = [], [], 0
+            for i in self.order(epoch):
+                n = self.corpus.lengths[i]
+                if cur and size + n > self.max_tokens:
+                    packs.append(cur)
+                    cur, size = [], 0
+                cur.append(i)
+                size += n
+            if cur:
+                packs.append(cur)
+            self._cache = {epoch: packs}
+        return self._cache[epoch]
+
+    def steps_per_epoch(self, world: int = 1) -> int:
+        """Packs each rank takes per epoch."""
+        return len(self.packs(0)) // world
+
+    def batches(self, epoch: int, rank: int = 0, world: int = 1, start: int = 0):
+        """Yield this rank's packed batches of ``epoch`` from its ``start``-th on (see
+        :func:`collate`)."""
+        packs = self.packs(epoch)
+        mine = packs[rank: len(packs) - len(packs) % world: world]
+        for pack in mine[start:]:
+            yield collate([self.sample(i) for i in pack])
+
+    def sample(self, i: int) -> Sample:
+        row = self.corpus.rows[i]
+        return self.corpus.builder.build(row, load_sample(row))
+
+
+def collate(samples: list[Sample]) -> dict:
+    """Pack samples into one row.
+
+    Returns:
+        ``input_ids`` / ``labels`` long ``[1, total]``, ``streams`` int8 ``[1, total]``,
+        ``positions`` long ``[1, total]`` (restarting at 0 per sequence), ``cu_seqlens`` int32
+        ``[n + 1]``, ``ids`` (sample ids) and, when every sample has them, ``topk_ids`` long /
+        ``topk_logprobs`` float ``[1, total, k]``.
+    """
+    lens = [len(s) for s in samples]
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    batch = {
+        "input_ids": torch.from_numpy(np.concatenate([s.input_ids for s in samples]))[None],
+        "labels": torch.from_numpy(np.concatenate([s.labels for s in samples]))[None],
+        "streams": torch.from_numpy(np.concatenate([s.streams for s in samples]))[None],
+        "positions": torch.from_numpy(np.concatenate([np.arange(n) for n in lens]))[None],
+        "cu_seqlens": torch.from_numpy(cu),
+        "ids": [s.id for s in samples],
+    }
+    if samples and all(s.topk_ids is not None for s in samples):
+        k = min(s.topk_ids.shape[1] for s in samples)
+        batch["topk_ids"] = torch.from_numpy(np.concatenate([s.topk_ids[:, :k] for s in samples]))[None]
+        batch["topk_logprobs"] = torch.from_numpy(
+            np.concatenate([s.topk_logprobs[:, :k] for s in samples]))[None]
+    return batch
