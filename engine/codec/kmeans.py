@@ -1,9 +1,13 @@
 """Nearest-centroid assignment and Lloyd k-means, batched in numpy.
 
 ``assign`` is the one hot spot of encoding and of training; it is a single function so that a
-fused GPU kernel can replace it without touching its callers.
+fused GPU kernel can replace it without touching its callers: torch tensors (e.g. features on a
+GPU) go to ``kernels.assign_codes`` (Triton on CUDA); numpy arrays stay on the numpy path, whose
+codes the shipped codec version was built with.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -14,11 +18,13 @@ def assign(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Index of the nearest centroid (squared Euclidean) for each row.
 
     Args:
-        features: ``float32 [n, d]``.
-        centroids: ``float32 [k, d]``.
+        features: ``float32 [n, d]``, a numpy array or a torch tensor.
+        centroids: ``float32 [k, d]``, numpy or torch (moved to the features' device).
     Returns:
-        ``int32 [n]`` in ``0..k-1``.
+        ``int32 [n]`` in ``0..k-1``: numpy for numpy features, else a tensor on their device.
     """
+    if _is_tensor(features):
+        return _assign_tensor(features, centroids)
     x = np.ascontiguousarray(features, dtype=np.float32)
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     # argmin |x - c|^2 == argmax (x.c - |c|^2 / 2): |x|^2 is the same for every centroid.
@@ -29,6 +35,21 @@ def assign(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         scores -= half_norm
         codes[lo:lo + _CHUNK] = scores.argmax(axis=1)
     return codes
+
+
+def _is_tensor(x) -> bool:
+    # torch is imported only by callers that hand over tensors; numpy callers never load it.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _assign_tensor(features, centroids):
+    import torch
+
+    from kernels.vq import assign_codes
+
+    c = torch.as_tensor(centroids, device=features.device).to(features.dtype)
+    return assign_codes(features, c).to(torch.int32)
 
 
 def _update(x: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
