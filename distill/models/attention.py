@@ -42,6 +42,27 @@ def allowed_keys(q_slot0: int, q_len: int, k_len: int, key_ok: torch.Tensor | No
     return ok
 
 
+def packed_positions(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions and sequence ids of sequences packed back to back.
+
+    Args:
+        cu_seqlens: ``int [n_seqs + 1]`` offsets, 0 first and ``total`` last.
+    Returns:
+        ``(positions, seq_id)``, both ``long [total]``; positions restart at 0 in each sequence.
+    """
+    cu = cu_seqlens.to(torch.long)
+    seq_id = torch.repeat_interleave(torch.arange(len(cu) - 1, device=cu.device), cu.diff(),
+                                     output_size=total)
+    return torch.arange(total, device=cu.device) - cu[seq_id], seq_id
+
+
+def packed_allowed(seq_id: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal mask of packed sequences: ``bool [1, total, total]`` from
+    ``seq_id [total]`` (:func:`packed_positions`)."""
+    i = torch.arange(len(seq_id), device=seq_id.device)
+    return ((seq_id[:, None] == seq_id[None, :]) & (i[None, :] <= i[:, None]))[None]
+
+
 def sqrt_alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
                     allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The additive attention bias ``-sqrt(q_pos - k_pos) * slope``, ``-inf`` where not allowed.

@@ -6,9 +6,12 @@ Slots fill left to right for all rows at once, so batches of unequal prompts are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
+
+from .attention import packed_positions
 
 
 class KVCache:
@@ -110,6 +113,10 @@ class StepInputs:
     mask: torch.Tensor | None = None  # model-specific, built once per forward
     slopes: torch.Tensor | None = None
     rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    cu_seqlens: torch.Tensor | None = None  # int32 [n_seqs + 1] when sequences are packed
+    seq_id: torch.Tensor | None = None  # long [total]: which packed sequence each token is in
+    max_seqlen: int = 0
+    kernel: Callable | None = None  # fused attention replacing the model's reference, if any
 
 
 def step_inputs(input_ids, cache, attention_mask, positions) -> StepInputs:
@@ -141,3 +148,25 @@ def step_inputs(input_ids, cache, attention_mask, positions) -> StepInputs:
     cache.reserve(s)
     k_pos, key_ok = cache.append_meta(positions.expand(b, s), new_ok)
     return StepInputs(positions, k_pos, key_ok, past, cache, aligned)
+
+
+def packed_step_inputs(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> StepInputs:
+    """Inputs for sequences packed back to back in one row (training; no cache, no padding).
+
+    Args:
+        input_ids: ``long [1, total]``.
+        cu_seqlens: ``int [n_seqs + 1]`` offsets: 0 first, ``total`` last, non-decreasing.
+    """
+    total = input_ids.shape[1]
+    offsets = cu_seqlens.tolist()  # the one host sync of a packed forward
+    if input_ids.shape[0] != 1 or cu_seqlens.ndim != 1 or len(offsets) < 2:
+        raise ValueError(f"packed sequences need input_ids [1, total] and cu_seqlens [n + 1], got "
+                         f"{tuple(input_ids.shape)} and {tuple(cu_seqlens.shape)}")
+    if offsets[0] != 0 or offsets[-1] != total or any(a > b for a, b in zip(offsets, offsets[1:])):
+        raise ValueError(f"cu_seqlens must rise from 0 to total={total}, got {offsets}")
+    cu = cu_seqlens.to(device=input_ids.device, dtype=torch.int32)
+    pos, seq_id = packed_positions(cu, total)
+    step = StepInputs(pos[None], pos[None], None, 0, None, aligned=False, cu_seqlens=cu,
+                      seq_id=seq_id)
+    step.max_seqlen = max(b - a for a, b in zip(offsets, offsets[1:]))
+    return step

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .config import LlamaStudentConfig
-from .attention import allowed_keys, attention
+from .attention import allowed_keys, attention, packed_allowed
 from .cache import StepInputs
 from .step1 import Step1Attention, Step1ForCausalLM, Step1Model
 
@@ -49,6 +49,9 @@ class LlamaStudentModel(Step1Model):
     def prepare(self, step: StepInputs, s: int, dtype: torch.dtype) -> None:
         cfg = self.config
         step.rope = rotary_tables(step.q_pos, cfg.head_dim, cfg.rope_theta, dtype)
+        if step.cu_seqlens is not None:
+            step.mask = packed_allowed(step.seq_id)[:, None]
+            return
         if step.key_ok is not None or (s > 1 and step.past > 0):
             step.mask = allowed_keys(step.past, s, step.past + s, step.key_ok,
                                      step.q_pos.device)[:, None]

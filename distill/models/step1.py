@@ -7,7 +7,13 @@
 
 No rotary embeddings: attention carries the sqrt-ALiBi bias (``attention.py``). This file and the
 ones it imports use only torch and safetensors, so exported checkpoints carry them for
-``trust_remote_code`` loaders.
+``trust_remote_code`` loaders; where stepforge's ``kernels`` package is importable, a forward
+without cache history on CUDA runs its fused Triton attention instead of the bias reference.
+
+Packed training batches (several sequences back to back, block-diagonal causal attention,
+positions restarting at 0 in each):
+
+    h = model.model(input_ids, cu_seqlens=cu)     # input_ids [1, total], cu int32 [n + 1]
 """
 from __future__ import annotations
 
@@ -19,10 +25,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import (aligned_sqrt_alibi_bias, alibi_slopes, alibi_sqrt_attention, allowed_keys,
-                        sqrt_alibi_bias)
-from .cache import KVCache, StepInputs, step_inputs
+                        packed_allowed, sqrt_alibi_bias)
+from .cache import KVCache, StepInputs, packed_step_inputs, step_inputs
 from .config import Step1Config
 from .weights import load_weights, read_weights
+
+
+_UNSET = object()
+_kernels = _UNSET
+
+
+def fused_kernels():
+    """stepforge's ``kernels`` package, or None where it is absent (a checkpoint loaded with
+    ``trust_remote_code`` on a machine without stepforge; an unrelated package of that name)."""
+    global _kernels
+    if _kernels is _UNSET:
+        try:
+            import kernels
+        except ImportError:
+            kernels = None
+        _kernels = kernels if hasattr(kernels, "alibi_attention") else None
+    return _kernels
 
 
 class RMSNorm(nn.Module):
@@ -64,6 +87,9 @@ class Step1Attention(nn.Module):
         return q, k
 
     def attend(self, q, k, v, step: StepInputs) -> torch.Tensor:
+        if step.kernel is not None:
+            return step.kernel(q, k, v, step.slopes, cu_seqlens=step.cu_seqlens,
+                               max_seqlen=step.max_seqlen or None)
         return alibi_sqrt_attention(q, k, v, step.slopes, step.q_pos, step.k_pos, step.key_ok,
                                     bias=step.mask)
 
@@ -113,20 +139,46 @@ class Step1Model(nn.Module):
         return self._slopes[key]
 
     def prepare(self, step: StepInputs, s: int, dtype: torch.dtype) -> None:
-        """Build what every layer needs for this call (here the sqrt-ALiBi bias)."""
+        """Build what every layer needs for this call: the fused attention where it applies,
+        else the sqrt-ALiBi bias."""
         t = step.past + s
         step.slopes = self.slopes(step.q_pos.device)
+        step.kernel = self.fused_attention(step)
+        if step.kernel is not None:
+            return
+        if step.cu_seqlens is not None:
+            step.mask = sqrt_alibi_bias(step.slopes, step.q_pos, step.k_pos,
+                                        packed_allowed(step.seq_id), dtype)
+            return
         if step.aligned:
             step.mask = aligned_sqrt_alibi_bias(step.slopes, step.past, s, t, step.key_ok, dtype)
             return
         allowed = allowed_keys(step.past, s, t, step.key_ok, step.q_pos.device)
         step.mask = sqrt_alibi_bias(step.slopes, step.q_pos, step.k_pos, allowed, dtype)
 
+    @staticmethod
+    def fused_attention(step: StepInputs):
+        """``kernels.alibi_attention`` when this call may use it (no cache history, no padding,
+        default or packed positions, and the kernels' backend picks Triton), else None."""
+        plain = step.past == 0 and step.key_ok is None and (step.aligned or step.cu_seqlens
+                                                            is not None)
+        kernels = fused_kernels() if plain else None
+        if kernels is None or kernels.pick(step.q_pos) != "triton":
+            return None
+        return kernels.alibi_attention
+
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
                 attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states ``[batch, seq, hidden]``; see :meth:`Step1ForCausalLM.forward`."""
-        step = step_inputs(input_ids, cache, attention_mask, positions)
+        if cu_seqlens is None:
+            step = step_inputs(input_ids, cache, attention_mask, positions)
+        elif cache is not None or attention_mask is not None or positions is not None:
+            raise ValueError("cu_seqlens packs whole sequences: pass no cache, attention_mask "
+                             "or positions with it")
+        else:
+            step = packed_step_inputs(input_ids, cu_seqlens)
         x = self.embed_tokens(input_ids)
         self.prepare(step, input_ids.shape[1], x.dtype)
         for i, layer in enumerate(self.layers):
@@ -167,7 +219,8 @@ class Step1ForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
                 use_cache: bool = False, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, logits_to_keep: int = 0) -> CausalLMOutput:
+                positions: torch.Tensor | None = None, logits_to_keep: int = 0,
+                cu_seqlens: torch.Tensor | None = None) -> CausalLMOutput:
         """Next-token logits.
 
         Args:
@@ -178,13 +231,16 @@ class Step1ForCausalLM(nn.Module):
             attention_mask: ``[batch, seq]`` or ``[batch, past + seq]``, 0 at padding.
             positions: ``long [batch, seq]`` token positions; default: counted from the mask.
             logits_to_keep: compute logits for only the last N positions (0: all).
+            cu_seqlens: ``int32 [n + 1]`` offsets of sequences packed in ``input_ids [1, total]``
+                (training): positions restart at 0 in each, attention stays within each; no
+                cache, mask or positions then.
         Returns:
             ``logits [batch, seq or N, vocab]`` and the cache when ``use_cache``.
         """
         cache = past_key_values
         if cache is None and use_cache:
             cache = self.new_cache(input_ids.shape[0], input_ids.shape[1])
-        h = self.model(input_ids, cache, attention_mask, positions)
+        h = self.model(input_ids, cache, attention_mask, positions, cu_seqlens)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         return CausalLMOutput(self.lm_head(h), cache if use_cache else None)
