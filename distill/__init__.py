@@ -1,4 +1,5 @@
-"""stepforge distill: student models (``Step1ForCausalLM``, the RoPE ``LlamaStudent``), export.
+"""stepforge distill: student models (``Step1ForCausalLM``, the RoPE ``LlamaStudent``), export,
+KD losses (``DistillLoss``).
 
 Names are re-exported lazily so ``import distill.<module>`` does not load torch by itself.
 """
@@ -9,10 +10,14 @@ _MODELS = ("COMPACT_LAYOUT", "COMPACT_VOCAB", "CausalLMOutput", "KVCache", "Llam
            "alibi_sqrt_attention", "build_student", "export", "load_student", "sqrt_alibi_bias",
            "token_layout")
 
-__all__ = list(_MODELS)
+_LOSSES = ("DistillLoss", "allowed_mask", "full_vocab_loss")
+
+__all__ = list(_MODELS) + list(_LOSSES)
 
 
 def __getattr__(name: str):
     if name in _MODELS:
         return getattr(import_module("distill.models"), name)
+    if name in _LOSSES:
+        return getattr(import_module("distill.losses"), name)
     raise AttributeError(f"module 'distill' has no attribute {name!r}")
