@@ -81,13 +81,15 @@ def _check(q, k, v, slopes, cu_seqlens) -> None:
 
 
 def _blocks(q: torch.Tensor) -> dict:
-    """Tile sizes ``(BLOCK_M, BLOCK_N)`` per kernel, and launch options. Small tiles on CPU: the
+    """``(BLOCK_M, BLOCK_N, num_warps)`` per kernel and ``num_stages``. GPU tiles: the largest
+    that ptxas (sm_90, head_dim 64) fits in registers without spilling; fp32 runs IEEE FMA dots,
+    which hold their operands in registers, hence smaller tiles. Small tiles on CPU: the
     interpreter's cost grows with the tile area, not with the number of programs."""
     if not q.is_cuda:
-        return dict(fwd=(32, 16), dkdv=(16, 32), dq=(32, 16), num_warps=4, num_stages=1)
+        return dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(32, 16, 4), num_stages=1)
     if q.element_size() == 4 or q.shape[-1] > 64:
-        return dict(fwd=(64, 32), dkdv=(32, 64), dq=(64, 32), num_warps=4, num_stages=2)
-    return dict(fwd=(128, 64), dkdv=(32, 128), dq=(128, 32), num_warps=4, num_stages=3)
+        return dict(fwd=(64, 32, 8), dkdv=(32, 64, 8), dq=(64, 32, 8), num_stages=2)
+    return dict(fwd=(128, 64, 8), dkdv=(32, 128, 8), dq=(128, 32, 8), num_stages=3)
 
 
 def _strides(*tensors: torch.Tensor) -> list[int]:
@@ -140,12 +142,12 @@ def _forward(q, k, v, slopes, cu_seqlens, max_seqlen, scale):
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     cfg = _blocks(q)
-    bm, bn = cfg["fwd"]
+    bm, bn, warps = cfg["fwd"]
     grid = (_cdiv(extent, bm), n_seqs * q.shape[1])
     tk.attention_fwd[grid](q, k, v, out, lse, slopes, cu, *_strides(q, k, v, out),
                            seq_len_dense=dense_len, qk_scale=scale * tk.LOG2E, **_common(q, k),
                            **_constexprs(q, cu_seqlens), BLOCK_M=bm, BLOCK_N=bn,
-                           num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                           num_warps=warps, num_stages=cfg["num_stages"])
     return out, lse
 
 
@@ -158,18 +160,19 @@ def _backward(do, q, k, v, out, lse, slopes, cu_seqlens, max_seqlen, scale):
     delta = (do.float() * out.float()).sum(-1)  # rowsum(dO * O) [batch, heads, seq]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     cfg, common, consts = _blocks(q), _common(q, k), _constexprs(q, cu_seqlens)
-    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     scales = dict(sm_scale=scale, qk_scale=scale * tk.LOG2E, seq_len_dense=dense_len)
-    bm, bn = cfg["dkdv"]
+    bm, bn, warps = cfg["dkdv"]
     grid = (_cdiv(extent, bn), n_seqs * k.shape[1])
     tk.attention_bwd_dkdv[grid](q, k, v, do, dk, dv, lse, delta, slopes, cu,
                                 *_strides(q, k, v, do, dk, dv), n_groups=k.shape[1], **scales,
-                                **common, **consts, BLOCK_M=bm, BLOCK_N=bn, **launch)
-    bm, bn = cfg["dq"]
+                                **common, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+                                num_stages=cfg["num_stages"])
+    bm, bn, warps = cfg["dq"]
     grid = (_cdiv(extent, bm), n_seqs * q.shape[1])
     tk.attention_bwd_dq[grid](q, k, v, do, dq, lse, delta, slopes, cu,
                               *_strides(q, k, v, do, dq), **scales, **common, **consts,
-                              BLOCK_M=bm, BLOCK_N=bn, **launch)
+                              BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+                              num_stages=cfg["num_stages"])
     return dq, dk, dv
 
 
