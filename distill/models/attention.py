@@ -3,8 +3,10 @@
     out = alibi_sqrt_attention(q, k, v, alibi_slopes(heads))    # causal, [b, heads, s, head_dim]
 
 Head ``h`` adds ``-sqrt(i - j) * slope_h`` to the score of query position ``i`` on key ``j <= i``.
-:func:`alibi_sqrt_attention` is the PyTorch reference, the one place a fused kernel replaces.
-Imports only torch (exported Step1 checkpoints carry this file for ``trust_remote_code``).
+:func:`alibi_sqrt_attention` is the PyTorch reference, the one place a fused kernel
+(``kernels.alibi_attention``) replaces. Packed sequences (``cu_seqlens``) get their positions and
+block-diagonal mask from :func:`packed_positions` and :func:`packed_allowed`. Imports only torch
+(exported Step1 checkpoints carry this file for ``trust_remote_code``).
 """
 from __future__ import annotations
 
