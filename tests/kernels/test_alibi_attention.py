@@ -9,9 +9,9 @@ import torch
 from distill.models import alibi_slopes
 from kernels import alibi_attention, alibi_attention_reference, use_backend
 
-# Max |error| / max |reference| of output and gradients against fp64 (measured with the
-# interpreter, seed 0: fp32 ~1e-6, fp16 ~1e-3, bf16 ~1e-2).
-TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+# Max |error| / max(1, max |reference|) of output and gradients against fp64. Measured with the
+# interpreter: fp32 <= 3e-7, fp16 <= 4e-4, bf16 <= 7e-3 (SDPA in bf16 itself: 4e-3).
+TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
 
 def make_inputs(b, h, g, s, d, dtype=torch.float32, seed=0, device="cpu"):
