@@ -145,16 +145,22 @@ class ShardCommitter:
 def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage, *,
                   codec: str = "melvq", resources: dict | None = None, shard_size: int = SHARD_SIZE,
                   batch_size: int = BATCH_SIZE, workers: int | None = None,
-                  address: str | None = None, progress: bool = True) -> dict:
-    """Synthesize ``todo`` into ``run``; returns throughput figures. The caller holds the lock."""
+                  address: str | None = None, progress: bool = True,
+                  worker: type = SynthesisWorker, worker_kwargs: dict | None = None) -> dict:
+    """Synthesize ``todo`` into ``run``; returns throughput figures. The caller holds the lock.
+
+    ``worker`` is the actor class (a ``SynthesisWorker`` subclass may add shard members, as
+    ``stepforge eval`` adds the teacher's rendering); ``worker_kwargs`` go to its constructor
+    beside ``teacher`` and ``codec``."""
     from tqdm import tqdm
 
     start = time.perf_counter()
     committer = ShardCommitter(run, {w.task.id: w.task for w in todo}, lineage, shard_size)
     bar = tqdm(total=len(todo), unit="task", desc="synthesize", disable=not progress)
     try:
-        results = map_pool([w.row() for w in todo], SynthesisWorker,
-                           {"teacher": teacher, "codec": codec}, resources or {"num_cpus": 1},
+        results = map_pool([w.row() for w in todo], worker,
+                           {"teacher": teacher, "codec": codec, **(worker_kwargs or {})},
+                           resources or {"num_cpus": 1},
                            batch_size=batch_size, workers=workers, address=address)
         for batch in results:
             for result in batch_rows(batch):

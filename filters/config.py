@@ -8,6 +8,7 @@ or CLI flags (in that order of precedence, flags last).
     no_asr: {zh: unscored}       # languages without an ASR: reject (default) or unscored
     quality: {max_silence: 0.6, max_clipping: 0.01}
     workers: null                # filter actors (default: fill the CPUs)
+    score_rejected: false        # run every filter on every row (eval); verdicts are unchanged
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class FilterConfig:
     ss_threads: int = 1
     workers: int | None = None
     batch_size: int = 16  # rows per call: packed tiny.en fills a 30 s window with ~8
+    score_rejected: bool = False
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "filter config") -> "FilterConfig":
@@ -57,6 +59,8 @@ class FilterConfig:
     def hash(self) -> str:
         """What the verdicts depend on (thresholds and models, not pool sizes)."""
         data = {k: v for k, v in asdict(self).items() if k not in ("workers", "batch_size", "ss_threads")}
+        if not data["score_rejected"]:
+            del data["score_rejected"]  # hashes from before the key existed stay valid
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def build_chain(self) -> list:

@@ -55,7 +55,8 @@ class FilterWorker:
         samples = [load_sample(self.run_path, r) for r in rows]
         good = [i for i, s in enumerate(samples) if "load_error" not in s]
         verdicts = [reject(s.get("load_error", "")) for s in samples]
-        for i, v in zip(good, run_chain(self.chain, [samples[i] for i in good])):
+        chained = run_chain(self.chain, [samples[i] for i in good], self.config.score_rejected)
+        for i, v in zip(good, chained):
             verdicts[i] = v
         # one JSON column: Ray would turn None scores into NaN in typed columns
         out = [json.dumps(verdict_row(r, v, self.config.hash)) for r, v in zip(rows, verdicts)]
