@@ -1,6 +1,7 @@
 """The ``stepforge`` command line.
 
     stepforge synthesize SPEC.yaml --out RUN [--teacher reference] [--limit N]
+    stepforge eval STUDENT --prompts PROMPTS.jsonl --out EVAL
     stepforge codec train|encode|decode ...
 
 Each subcommand lives in ``pipelines/commands/<name>.py`` with ``register(subparsers)``, which adds
@@ -14,7 +15,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("synthesize", "filter", "codec")
+COMMANDS = ("synthesize", "filter", "eval", "codec")
 
 
 class UserError(Exception):

@@ -1,0 +1,100 @@
+"""``eval.json``: the student's scores beside the teacher's, per prompt and aggregated.
+
+    report = eval_rows(prompts, manifest_rows)        # per-row student + teacher values
+    block = aggregate(report)                          # {"all": ..., "lang": {"en": ...}}
+    print(format_table(block))
+
+CER is averaged over character languages (zh, ja, yue) and WER over the others, as
+seed-tts-eval reports test-zh CER and test-en WER; SS is the resemblyzer cosine the filters use.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from filters.normalize import CHAR_LANGS
+
+STUDENT_FIELDS = ("status", "error", "cer", "wer", "ss", "ss_ref", "accepted", "reject_reason",
+                  "duration_s", "n_tokens", "asr_text")
+TASK_FIELDS = ("id", "text", "lang", "dialect", "emotion", "intensity", "style", "speed", "speaker")
+
+
+def _num(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def eval_rows(prompts: list, manifest: list[dict]) -> list[dict]:
+    """One entry per prompt that has a manifest row (its latest attempt), in prompt order."""
+    latest: dict[str, dict] = {}
+    for row in manifest:
+        if row["id"] not in latest or row["attempt"] > latest[row["id"]]["attempt"]:
+            latest[row["id"]] = row
+    out = []
+    for prompt in prompts:
+        row = latest.get(prompt.task.id)
+        if row is None:
+            continue
+        student = {k: row.get(k) for k in STUDENT_FIELDS}
+        for k in ("cer", "wer", "ss", "duration_s"):
+            student[k] = _num(student[k])
+        teacher = dict(prompt.teacher)
+        for k in ("cer", "wer", "ss", "duration_s"):
+            teacher[k] = _num(teacher.get(k))
+        out.append({**{k: getattr(prompt.task, k) for k in TASK_FIELDS}, "student": student,
+                    "teacher": teacher or None})
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _scores(rows: list[dict], side: str) -> dict:
+    """Means of one side (``student`` or ``teacher``) over ``rows``."""
+    scored = [(r["lang"], r[side]) for r in rows if r[side]]
+    verdicts = [s["accepted"] for _, s in scored if s.get("accepted") is not None]
+    return {
+        "n": len(scored),
+        "mean_cer": _mean(s.get("cer") for lang, s in scored if lang in CHAR_LANGS),
+        "mean_wer": _mean(s.get("wer") for lang, s in scored if lang not in CHAR_LANGS),
+        "mean_ss": _mean(s.get("ss") for _, s in scored),
+        "accept_rate": round(sum(verdicts) / len(verdicts), 4) if verdicts else None,
+        "n_cer": sum(1 for lang, s in scored if lang in CHAR_LANGS and s.get("cer") is not None),
+        "n_wer": sum(1 for lang, s in scored if lang not in CHAR_LANGS and s.get("wer") is not None),
+        "n_ss": sum(1 for _, s in scored if s.get("ss") is not None),
+        "audio_s": round(sum(s.get("duration_s") or 0.0 for _, s in scored), 2),
+    }
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """{"all": {n, student, teacher}, "lang": {lang: {n, student, teacher}}}."""
+    by_lang: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_lang[r["lang"]].append(r)
+
+    def block(members):
+        return {"n": len(members), "student": _scores(members, "student"),
+                "teacher": _scores(members, "teacher")}
+
+    return {"all": block(rows), "lang": {lang: block(m) for lang, m in sorted(by_lang.items())}}
+
+
+def _fmt(value, pct: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0%}" if pct else f"{value:.3f}"
+
+
+def format_table(agg: dict) -> str:
+    """Student vs teacher per language, one line each."""
+    lines = [f"{'':<10}{'':<9}{'n':>4}{'CER(zh)':>9}{'WER(en)':>9}{'SS':>8}{'accepted':>10}"]
+    groups = [("all", agg["all"])] + [(f"lang={k}", v) for k, v in agg["lang"].items()]
+    for name, block in groups:
+        for side in ("student", "teacher"):
+            s = block[side]
+            lines.append(f"{name if side == 'student' else '':<10}{side:<9}{s['n']:>4}"
+                         f"{_fmt(s['mean_cer']):>9}{_fmt(s['mean_wer']):>9}{_fmt(s['mean_ss']):>8}"
+                         f"{_fmt(s['accept_rate'], True):>10}")
+    lines.append("(CER over character languages, WER over the others; SS is resemblyzer cosine vs the "
+                 "clone prompt or the teacher's rendering, not comparable with WavLM SS)")
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""Score a distilled student the way its teacher was scored: the same LM engine stack, codec and
+filters, on held-out prompts that carry the teacher's scores.
+
+    stepforge eval student/ --prompts heldout.jsonl --out runs/eval [--max-seconds 20]
+    report = evaluate_student("student/", "heldout.jsonl", "runs/eval")   # also OUT/eval.json
+
+OUT is an ordinary run directory (tasks.parquet from the prompts; run.json records the student,
+its fingerprint and the prompts hash), so synthesize's resume and the filter job apply unchanged:
+a rerun generates only prompts without a manifest row, and an OUT made for another student,
+other prompts or another engine / length cap is refused. The prompts format is in
+:mod:`distill.eval_prompts`, the report in :mod:`distill.eval_report`.
+
+Speaker similarity needs a reference: a clone row uses its prompt wav (as for the teacher); any
+other row uses the teacher's rendering of the same task (its ``src.flac``, else its decoded audio),
+which this job stores as the sample's ``src.flac``. With the reference teacher that is exactly
+what the teacher's own SS was measured against, so the two figures compare.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from distill.eval_prompts import Prompt, prompts_hash, read_prompts
+from distill.eval_report import aggregate, eval_rows
+from engine.synthesize import SynthesisWorker
+from manifests import RunDir, RunError
+
+ENGINES = ("auto", "torch", "vllm")
+STUDENT_TYPES = ("step1", "llama")
+
+
+class EvalWorker(SynthesisWorker):
+    """A synthesize worker that stores the teacher's rendering of each task as ``src.flac``.
+
+    Args:
+        references: task id -> ``[teacher shard path, byte offset]``.
+    """
+
+    def __init__(self, teacher: str, codec: str = "melvq", references: dict | None = None):
+        super().__init__(teacher, codec)
+        self.references = references or {}
+
+    def __call__(self, batch: dict) -> dict:
+        out = super().__call__(batch)
+        for i, task_id in enumerate(out["id"]):
+            where = self.references.get(task_id)
+            if where and not out["error"][i]:
+                out["src_flac"][i] = teacher_audio(*where)
+        return out
+
+
+def teacher_audio(shard: str, offset: int) -> bytes:
+    """The teacher's source rendering of a sample, else its decoded audio (b"" when unreadable)."""
+    from manifests import read_sample
+
+    try:
+        members = read_sample(shard, int(offset))
+    except (OSError, ValueError, KeyError):
+        return b""
+    return members.get("src.flac") or members.get("flac") or b""
+
+
+def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, *, engine: str = "auto",
+                     filter_config=None, limit: int | None = None, max_seconds: float | None = None,
+                     progress: bool = True, ray_address=None) -> dict:
+    """Generate the prompts with the student, decode, filter, and write ``out/eval.json``.
+
+    Args:
+        student: a student checkpoint dir (``distill.models.export``: step1 or llama).
+        prompts: JSONL of tasks with optional teacher scores (:mod:`distill.eval_prompts`).
+        out: the eval run directory (created, or resumed).
+        engine: ``auto`` (vllm on CUDA; on CPU vllm for a RoPE student when vLLM is installed,
+            else the torch engine), ``torch`` or ``vllm``.
+        filter_config: a filter YAML path, a dict of filter keys or a ``FilterConfig``; it
+            overrides the thresholds of the teacher run's spec (the default), else the defaults.
+        limit: evaluate only the first N prompts. max_seconds: audio length cap per prompt
+            (default: the LM teacher's, 30 s).
+    Returns:
+        the eval.json content (see :mod:`distill.eval_report` for ``rows`` and ``aggregate``).
+    Raises:
+        ValueError: bad prompts, not a student dir, an engine that cannot run it, or an ``out``
+            made for another student, prompts or generation settings (one line each).
+    """
+    from pipelines.commands.synthesize import _identify
+
+    student, student_type = check_student(student)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+    records, skipped = read_prompts(prompts)
+    kind = pick_engine(student_type, engine)
+    spec = f"{kind}:{student}" + (f"?max_seconds={max_seconds:g}" if max_seconds else "")
+    generator, codec = _identify(spec, "melvq")
+    runs = teacher_runs(records, Path(prompts))
+    run = RunDir(out)
+    identity = {"kind": "eval", "student": str(student), "student_type": student_type,
+                "student_fingerprint": student_fingerprint(student), "prompts_path": str(prompts),
+                "prompts_hash": prompts_hash(records), "teacher": generator.id, "engine": kind,
+                "max_seconds": generator.options["max_seconds"], "codec": codec.version}
+    with run.lock():
+        _claim(run, identity, records, runs)
+        if run.recover():
+            print("recovered: removed uncommitted shards of an interrupted eval", file=sys.stderr)
+        config = _filter_config(run, filter_config)  # a bad config fails before any generation
+        wanted = records[:limit] if limit else records
+        generated = _generate(run, wanted, len(records), spec, generator, codec, runs, progress, ray_address)
+        from pipelines.commands.filter import filter_run
+
+        filter_run(run, config, ray_address, progress, quiet=True)
+        report = {**_report(run, identity, records, wanted, skipped, config), "generated_now": generated}
+        from manifests import write_json
+
+        write_json(run.path / "eval.json", report)
+        run.update_stage("eval", status="done", rows=len(report["rows"]), eval_json="eval.json",
+                         finished_at=_now())
+    return report
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+def check_student(path: str | Path) -> tuple[Path, str]:
+    """(absolute dir, model type) of a student checkpoint; ValueError when it is not one."""
+    import json
+
+    path = Path(path)
+    config = path / "config.json"
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such student directory")
+    if not config.is_file():
+        raise ValueError(f"{path} is not a student checkpoint (no config.json)")
+    try:
+        kind = json.loads(config.read_text()).get("model_type", "")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise ValueError(f"{config}: not a valid config.json") from None
+    if kind not in STUDENT_TYPES:
+        raise ValueError(f"{path} is not a student checkpoint (model_type {kind!r}, expected "
+                         f"{' or '.join(STUDENT_TYPES)})")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise ValueError(f"{path} is not a student checkpoint (no weights)")
+    return path.resolve(), kind
+
+
+def pick_engine(student_type: str, engine: str = "auto") -> str:
+    """The LM engine kind for a student: see :func:`evaluate_student`."""
+    from engine.teachers.lm import _has_cuda
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (choose {', '.join(ENGINES)})")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if engine == "vllm" and not has_vllm:
+        from engine.lm.vllm_engine import VLLM_HINT
+
+        raise ValueError(f"engine vllm: vLLM is not installed; {VLLM_HINT}")
+    if engine != "auto":
+        return engine
+    if has_vllm and (_has_cuda() or student_type == "llama"):
+        return "vllm"
+    return "torch"
+
+
+def student_fingerprint(path: Path) -> str:
+    """A hash of config.json, the tokenizer and the weights (as LM teacher ids fingerprint them)."""
+    from engine.teachers.lm import _hash_file
+
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.name in ("config.json", "tokenizer.model") or f.suffix in (".safetensors", ".bin") \
+                or f.name.endswith(".index.json"):
+            _hash_file(h, f)
+    return h.hexdigest()[:12]
+
+
+def teacher_runs(prompts: list[Prompt], prompts_path: Path) -> dict[str, RunDir | None]:
+    """Each ``teacher.run`` of the prompts -> its run dir (relative paths: from the working dir,
+    then from the prompts file's folder); None, with one warning, when it is not a run."""
+    runs: dict[str, RunDir | None] = {}
+    for p in prompts:
+        name = p.teacher.get("run")
+        if not name or name in runs:
+            continue
+        path = Path(name)
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, prompts_path.parent / path]
+        runs[name] = next((RunDir(c.resolve()) for c in candidates if (c / "run.json").is_file()), None)
+        if runs[name] is None:
+            print(f"eval: teacher run {name} not found; its rows get no speaker reference "
+                  "and the default filter thresholds", file=sys.stderr)
+    return runs
+
+
+def _references(prompts: list[Prompt], runs: dict) -> dict[str, list]:
+    """task id -> [teacher shard, offset] of the teacher's sample (accepted attempt first)."""
+    rows: dict[str, dict] = {}
+    for name, run in runs.items():
+        if run is None:
+            continue
+        for r in run.current_table().to_pylist():
+            if r["status"] != "ok" or not r["shard"]:
+                continue
+            key = (name, r["id"])
+            best = rows.get(key)
+            if best is None or (bool(r["accepted"]), r["attempt"]) > (bool(best["accepted"]), best["attempt"]):
+                rows[key] = {**r, "path": str(run.path / r["shard"])}
+    out = {}
+    for p in prompts:
+        row = rows.get((p.teacher.get("run"), p.task.id))
+        if row:
+            out[p.task.id] = [row["path"], int(row["offset"])]
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def _claim(run: RunDir, identity: dict, prompts: list[Prompt], runs: dict) -> None:
+    """Create the eval run, or check that ``run`` was made for this student, prompts and engine."""
+    from engine import __version__
+    from engine.spec import write_tasks
+    from pipelines.commands.synthesize import _versions
+
+    section, source = _teacher_filter(runs)
+    if run.exists():
+        info = run.info()
+        _check_same(run, info, identity)
+        info["spec"] = {"filter": section}
+        info["filter_from"] = source
+        if not run.tasks.exists():
+            write_tasks([p.task for p in prompts], run.tasks)
+        run.write_info(info)
+        return
+    if run.path.exists() and any(p.name != ".lock" for p in run.path.iterdir()):
+        raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
+    write_tasks([p.task for p in prompts], run.tasks)  # run.json last: its presence means set up
+    run.write_info({"stepforge_version": __version__, **identity, "spec_hash": identity["prompts_hash"],
+                    "spec": {"filter": section}, "filter_from": source, "versions": _versions(),
+                    "created_at": _now(), "stages": {}})
+
+
+def _teacher_filter(runs: dict) -> tuple[dict, str | None]:
+    """The filter section of the first teacher run whose spec has one, and that run's path."""
+    for run in runs.values():
+        section = (run.info().get("spec") or {}).get("filter") if run is not None else None
+        if section:
+            return section, str(run.path)
+    return {}, None
+
+
+def _check_same(run: RunDir, info: dict, identity: dict) -> None:
+    if info.get("kind") != "eval":
+        raise RunError(f"{run.path} is a stepforge run that is not an eval; use another --out")
+    if info.get("student_fingerprint") != identity["student_fingerprint"]:
+        raise RunError(f"{run.path} evaluates another student ({info.get('student')}, fingerprint "
+                       f"{info.get('student_fingerprint')}; this is {identity['student_fingerprint']}); "
+                       "use another --out")
+    if info.get("prompts_hash") != identity["prompts_hash"]:
+        raise RunError(f"{run.path} was made from other prompts ({info.get('prompts_path')}, hash "
+                       f"{info.get('prompts_hash')}; these hash {identity['prompts_hash']}); use another --out")
+    if info.get("teacher") != identity["teacher"]:
+        raise RunError(f"{run.path} was generated with {info.get('teacher')} (engine {info.get('engine')}, "
+                       f"max_seconds {info.get('max_seconds')}), not {identity['teacher']}; use the same "
+                       "--engine and --max-seconds, or another --out")
+
+
+def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, generator, codec,
+              runs: dict, progress: bool, address) -> int:
+    """Generate the prompts without a manifest row; returns how many were generated."""
+    from engine import __version__
+    from engine.synthesize import Lineage, next_work, run_synthesis
+
+    todo = next_work(run, [p.task for p in wanted])
+    if todo:
+        lineage = Lineage(spec_hash=run.info()["prompts_hash"], teacher_id=generator.id,
+                          codec_version=codec.version, stepforge_version=__version__)
+        stats = run_synthesis(run, todo, spec, lineage, codec="melvq", resources=generator.resources,
+                              batch_size=generator.batch_size, address=address, progress=progress,
+                              worker=EvalWorker, worker_kwargs={"references": _references(wanted, runs)})
+        total = run.info().get("stages", {}).get("eval", {}).get("generation") or {}
+        for key in ("tasks", "errors", "wall_s", "audio_s"):
+            total[key] = round(total.get(key, 0) + stats[key], 2)
+        total["audio_s_per_wall_s"] = round(total["audio_s"] / total["wall_s"], 3) if total["wall_s"] else None
+        run.update_stage("eval", status="generated", generation=total)
+        print(f"eval: generated {stats['tasks']} prompts ({stats['errors']} errors) with {generator.id} in "
+              f"{stats['wall_s']} s: {stats['audio_s_per_wall_s']} audio s per wall s")
+    else:
+        print("eval: nothing to generate, every prompt has a manifest row")
+    table = run.consolidate()
+    done = len(set(table.column("id").to_pylist()))
+    run.update_stage("synthesize", status="done" if done >= total_prompts else "partial",
+                     tasks_done=done, rows=table.num_rows, total=total_prompts, finished_at=_now())
+    return len(todo)
+
+
+def _filter_config(run: RunDir, filter_config):
+    """The filter config: ``filter_config`` over the teacher run's thresholds (run.json spec.filter)."""
+    from filters.config import FilterConfig
+    from pipelines.commands.filter import load_config
+
+    if filter_config is None or isinstance(filter_config, (str, Path)):
+        config = load_config(run, str(filter_config) if filter_config else None)
+    elif isinstance(filter_config, FilterConfig):
+        config = filter_config
+    elif isinstance(filter_config, dict):
+        base = run.info().get("spec", {}).get("filter") or {}
+        config = FilterConfig.from_dict({**base, **filter_config}, "filter_config")
+    else:
+        raise TypeError(f"filter_config must be a path, a dict or a FilterConfig, not "
+                        f"{type(filter_config).__name__}")
+    source = str(filter_config) if isinstance(filter_config, (str, Path)) else (
+        "filter_config" if filter_config is not None else None)
+    run.update_stage("eval", filter_from=source or run.info().get("filter_from") or "defaults")
+    # a data filter stops at the first rejection; an eval wants every score of every row
+    return config.overridden(score_rejected=True)
+
+
+def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Prompt], skipped: int,
+            config) -> dict:
+    info = run.info()
+    manifest = run.read_manifest().to_pylist()
+    rows = eval_rows(wanted, manifest)
+    mine = {p.task.id for p in wanted}
+    scored = [r for r in manifest if r["id"] in mine]
+    return {
+        **{k: identity[k] for k in ("student", "student_type", "student_fingerprint", "engine",
+                                    "max_seconds", "prompts_hash", "codec")},
+        "generator": identity["teacher"], "prompts": identity["prompts_path"],
+        "n_prompts": len(rows), "n_prompts_in_file": len(records), "duplicates_skipped": skipped,
+        "run": str(run.path),
+        "filter": {"config_hash": config.hash, "max_cer": config.max_cer, "min_ss": config.min_ss,
+                   "from": info["stages"]["eval"]["filter_from"]},
+        "asr_models": sorted({r["asr_model"] for r in scored if r["asr_model"]}),
+        "ss_model": next((r["ss_model"] for r in scored if r["ss_model"]), None),
+        "generation": info.get("stages", {}).get("eval", {}).get("generation") or {},
+        "aggregate": aggregate(rows),
+        "rows": rows,
+        "created_at": _now(),
+    }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,40 @@
+"""``stepforge eval STUDENT --prompts PROMPTS.jsonl --out EVAL``: generate held-out prompts with a
+distilled student through the LM engine, decode them with the codec, run the teacher's filters,
+and compare the student's CER/WER, SS and accept rate with the teacher's (EVAL/eval.json).
+
+Resumable: a rerun generates only prompts without a manifest row; an EVAL made for another
+student, other prompts or another engine / --max-seconds is refused.
+"""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="score a distilled student against its teacher",
+                       description=__doc__.split("\n")[0])
+    p.add_argument("student", help="student checkpoint dir (written by distill export)")
+    p.add_argument("--prompts", required=True,
+                   help="JSONL: one task per line (engine Task fields) with optional teacher scores")
+    p.add_argument("--out", required=True, help="eval run directory (created, or resumed)")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "vllm"),
+                   help="LM engine (auto: vllm on CUDA or for a RoPE student when installed, else torch)")
+    p.add_argument("--filter-config", default=None,
+                   help="filter YAML over the teacher run's thresholds (default: those, else the defaults)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts")
+    p.add_argument("--max-seconds", type=float, default=None, help="audio length cap per prompt (default 30)")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from distill.eval_report import format_table
+    from distill.evaluate import evaluate_student
+
+    report = evaluate_student(args.student, args.prompts, args.out, engine=args.engine,
+                              filter_config=args.filter_config, limit=args.limit,
+                              max_seconds=args.max_seconds, progress=not args.no_progress,
+                              ray_address=args.ray_address)
+    print(format_table(report["aggregate"]))
+    print(f"eval: {report['n_prompts']}/{report['n_prompts_in_file']} prompts scored; "
+          f"{report['run']}/eval.json")
+    return 0
