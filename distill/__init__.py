@@ -12,7 +12,9 @@ _MODELS = ("COMPACT_LAYOUT", "COMPACT_VOCAB", "CausalLMOutput", "KVCache", "Llam
 
 _LOSSES = ("DistillLoss", "allowed_mask", "full_vocab_loss")
 
-__all__ = list(_MODELS) + list(_LOSSES)
+_EVAL = ("evaluate_student",)
+
+__all__ = list(_MODELS) + list(_LOSSES) + list(_EVAL)
 
 
 def __getattr__(name: str):
@@ -20,4 +22,6 @@ def __getattr__(name: str):
         return getattr(import_module("distill.models"), name)
     if name in _LOSSES:
         return getattr(import_module("distill.losses"), name)
+    if name in _EVAL:
+        return getattr(import_module("distill.evaluate"), name)
     raise AttributeError(f"module 'distill' has no attribute {name!r}")
