@@ -116,6 +116,7 @@ class StepInputs:
     cu_seqlens: torch.Tensor | None = None  # int32 [n_seqs + 1] when sequences are packed
     seq_id: torch.Tensor | None = None  # long [total]: which packed sequence each token is in
     max_seqlen: int = 0
+    offsets: tuple[int, ...] = ()  # cu_seqlens on the host
     kernel: Callable | None = None  # fused attention replacing the model's reference, if any
 
 
@@ -167,6 +168,6 @@ def packed_step_inputs(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> Ste
     cu = cu_seqlens.to(device=input_ids.device, dtype=torch.int32)
     pos, seq_id = packed_positions(cu, total)
     step = StepInputs(pos[None], pos[None], None, 0, None, aligned=False, cu_seqlens=cu,
-                      seq_id=seq_id)
+                      seq_id=seq_id, offsets=tuple(offsets))
     step.max_seqlen = max(b - a for a, b in zip(offsets, offsets[1:]))
     return step

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .config import LlamaStudentConfig
-from .attention import allowed_keys, attention, packed_allowed
+from .attention import allowed_keys, attention, packed_attention
 from .cache import StepInputs
 from .step1 import Step1Attention, Step1ForCausalLM, Step1Model
 
@@ -39,6 +39,8 @@ class RoPEAttention(Step1Attention):
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
     def attend(self, q, k, v, step: StepInputs) -> torch.Tensor:
+        if step.cu_seqlens is not None:
+            return packed_attention(q, k, v, step.offsets)
         causal = step.mask is None and q.shape[2] > 1
         return attention(q, k, v, step.mask, causal=causal)
 
@@ -50,8 +52,7 @@ class LlamaStudentModel(Step1Model):
         cfg = self.config
         step.rope = rotary_tables(step.q_pos, cfg.head_dim, cfg.rope_theta, dtype)
         if step.cu_seqlens is not None:
-            step.mask = packed_allowed(step.seq_id)[:, None]
-            return
+            return  # attended one sequence at a time (packed_attention)
         if step.key_ok is not None or (s > 1 and step.past > 0):
             step.mask = allowed_keys(step.past, s, step.past + s, step.key_ok,
                                      step.q_pos.device)[:, None]

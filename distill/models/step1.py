@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import (aligned_sqrt_alibi_bias, alibi_slopes, alibi_sqrt_attention, allowed_keys,
-                        packed_allowed, sqrt_alibi_bias)
+                        packed_attention, sqrt_alibi_bias)
 from .cache import KVCache, StepInputs, packed_step_inputs, step_inputs
 from .config import Step1Config
 from .weights import load_weights, read_weights
@@ -90,6 +90,8 @@ class Step1Attention(nn.Module):
         if step.kernel is not None:
             return step.kernel(q, k, v, step.slopes, cu_seqlens=step.cu_seqlens,
                                max_seqlen=step.max_seqlen or None)
+        if step.cu_seqlens is not None:
+            return packed_attention(q, k, v, step.offsets, lambda n: _bias_of_length(step, n))
         return alibi_sqrt_attention(q, k, v, step.slopes, step.q_pos, step.k_pos, step.key_ok,
                                     bias=step.mask)
 
@@ -103,6 +105,13 @@ class Step1Attention(nn.Module):
             k, v = step.cache.update(layer, k, v)
         out = self.attend(q, k, v, step)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim))
+
+
+def _bias_of_length(step: StepInputs, n: int) -> torch.Tensor:
+    """The causal sqrt-ALiBi bias of one packed sequence of length ``n``, shared by all layers."""
+    if n not in step.mask:
+        step.mask[n] = aligned_sqrt_alibi_bias(step.slopes, 0, n, n, None, step.mask["dtype"])
+    return step.mask[n]
 
 
 class Step1DecoderLayer(nn.Module):
@@ -147,8 +156,7 @@ class Step1Model(nn.Module):
         if step.kernel is not None:
             return
         if step.cu_seqlens is not None:
-            step.mask = sqrt_alibi_bias(step.slopes, step.q_pos, step.k_pos,
-                                        packed_allowed(step.seq_id), dtype)
+            step.mask = {"dtype": dtype}  # per-length biases, built by the first layer that needs one
             return
         if step.aligned:
             step.mask = aligned_sqrt_alibi_bias(step.slopes, step.past, s, t, step.key_ok, dtype)
