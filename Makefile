@@ -1,4 +1,5 @@
-# stepforge: `make quickstart` (install, synthesize and filter the built-in spec) and `make test`.
+# stepforge: `make quickstart` (install, then synthesize -> filter -> distill a tiny student -> score
+# it, on the built-in spec) and `make test`.
 # Both create .venv and install everything on a fresh machine. Elsewhere than here, torch's CPU
 # build comes from PyTorch's CPU wheel index: pass it through pip's own environment
 # (PIP_EXTRA_INDEX_URL=...) rather than editing this file.
@@ -29,6 +30,7 @@ test: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/stepforge synthesize pipelines/configs/builtin.yaml --out $(RUN)
 	$(BIN)/stepforge filter $(RUN)
+	$(BIN)/stepforge distill $(RUN) --out $(RUN)/student --config pipelines/configs/distill_tiny.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.codec_roundtrip

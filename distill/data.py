@@ -298,7 +298,7 @@ class PackPlan:
         if longest > max_tokens:
             i = corpus.lengths.index(longest)
             raise DataError(f"sequence {corpus.rows[i].key} has {longest} tokens, more than "
-                            f"batch.max_tokens={max_tokens}; raise batch.max_tokens")
+                            f"data.max_tokens={max_tokens}; raise data.max_tokens")
         self.corpus, self.max_tokens, self.seed, self.buffer = corpus, max_tokens, seed, buffer
         self._cache: dict[int, list[list[int]]] = {}
 

@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("synthesize", "filter", "eval", "codec")
+COMMANDS = ("synthesize", "filter", "distill", "eval", "codec")
 
 
 class UserError(Exception):
@@ -45,4 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package module, not this __main__ copy, so the UserError that commands import
+    # from pipelines.cli is the one caught above.
+    from pipelines.cli import main as package_main
+
+    sys.exit(package_main())

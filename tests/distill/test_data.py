@@ -101,7 +101,7 @@ def test_epochs_are_deterministic_sharded_and_resumable(corpus):
 
 
 def test_a_sequence_longer_than_a_batch_is_refused(corpus):
-    with pytest.raises(DataError, match="raise batch.max_tokens"):
+    with pytest.raises(DataError, match="raise data.max_tokens"):
         PackPlan(corpus, max_tokens=64)
 
 

@@ -1,0 +1,120 @@
+"""`stepforge distill` end to end: DeepSpeed on CPU, checkpoints, kill -9 and resume, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import CONFIGS, REPO, cli_env, stepforge
+
+# A 2-layer tiny Step1 student; every step logged, a checkpoint every 4 steps.
+TINY = ["--config", CONFIGS / "distill_tiny.yaml", "--set", "student.overrides={num_hidden_layers: 2}",
+        "--set", "data.max_tokens=2048", "--set", "data.heldout=2", "--set", "train.log_every=1",
+        "--set", "train.save_every=4", "--set", "train.eval_every=8", "--set", "train.warmup_steps=2",
+        "--no-eval"]
+
+
+def metrics(student) -> list[dict]:
+    lines = (student / "logs" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines]
+
+
+def train_curve(student) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in metrics(student) if "loss" in m}
+
+
+@pytest.fixture(scope="module")
+def trained(filtered_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("students") / "ref"
+    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 16, *TINY, check=True)
+    return out, proc
+
+
+def test_distill_trains_exports_and_logs(trained):
+    out, proc = trained
+    from distill.models import load_student
+
+    model = load_student(out)
+    assert model.config.num_hidden_layers == 2 and model.config.model_type == "step1"
+    curve = train_curve(out)
+    assert sorted(curve) == list(range(1, 17))
+    assert curve[16] < curve[1]  # it learns something in 16 steps
+    evals = [m for m in metrics(out) if "eval_loss" in m]
+    assert [m["step"] for m in evals] == [8, 16]
+    info = json.loads((out / "train.json").read_text())
+    assert info["status"] == "done" and info["step"] == 16
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000016"
+    assert len(list((out / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
+    assert list((out / "logs" / "tb").glob("events.*"))
+    assert len((out / "heldout.jsonl").read_text().splitlines()) >= 2
+    assert f"student: {out}" in proc.stdout
+
+
+def test_a_finished_student_is_not_retrained(trained, filtered_run):
+    out, _ = trained
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 16, *TINY, check=True)
+    assert "nothing to train" in proc.stdout
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_kill_9_mid_training_resumes_the_same_curve(trained, filtered_run, tmp_path):
+    ref, _ = trained
+    out = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "pipelines.cli", "distill", str(filtered_run), "--out", str(out),
+           "--steps", "16", *map(str, TINY)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "train.json").exists(), "training finished before the kill"
+    cut_at = int(latest.read_text().strip().split("-")[1])
+    assert cut_at < 16
+    again = stepforge("distill", filtered_run, "--out", out, "--steps", 16, *TINY, check=True)
+    assert f"resumed from step-{cut_at:07d}" in again.stdout
+    steps = [m["step"] for m in metrics(out) if "loss" in m]
+    assert steps == list(range(1, 17))  # no step twice, none missing
+    resumed, reference = train_curve(out), train_curve(ref)
+    for step in range(1, 17):  # same data order, same optimizer state: the same curve
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(trained, filtered_run):
+    out, _ = trained
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    proc = stepforge("distill", filtered_run, "--out", out, *TINY, "--set", "student.overrides={num_hidden_layers: 3}")
+    assert proc.returncode == 2
+    assert "was trained as student" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "train.grad_accum=500"], "fewer than train.grad_accum=500"),
+    (["--set", "data.max_tokens=100"], "raise data.max_tokens"),
+    (["--set", "train.lrr=1"], "unknown key train.lrr"),
+    (["--set", "train.zero_stage=4"], "train.zero_stage must be 0, 1, 2 or 3"),
+    (["--steps", "0"], "--steps must be at least 1"),
+])
+def test_bad_config_fails_before_training(filtered_run, tmp_path, extra, message):
+    proc = stepforge("distill", filtered_run, "--out", tmp_path / "s", *TINY, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "checkpoints").exists()
+
+
+def test_unfiltered_and_missing_runs_fail_in_one_line(tmp_path):
+    raw = tmp_path / "raw"
+    stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", raw, "--limit", 2, "--no-progress", check=True)
+    proc = stepforge("distill", raw, "--out", tmp_path / "s", *TINY)
+    assert proc.returncode == 2 and "has not been filtered yet" in proc.stderr
+    proc = stepforge("distill", tmp_path / "nope", "--out", tmp_path / "s", *TINY)
+    assert proc.returncode == 2 and "not a stepforge run" in proc.stderr
