@@ -3,12 +3,13 @@
     tk = triton_kernels("alibi_attention_triton")    # kernels/alibi_attention_triton.py
     tk.attention_fwd[grid](...)
 
-``triton.jit`` decides at decoration time whether a kernel is compiled for the GPU or run by the
-interpreter (``TRITON_INTERPRET=1``, CPU tensors). Importing kernel modules the ordinary way would
-freeze that choice for the whole process, so a test that sets ``TRITON_INTERPRET=1`` only around
-itself would get GPU-compiled kernels (or the reverse on a GPU machine). Loading one private copy
-of the module per mode keeps both usable in one process and leaves ``triton`` untouched for other
-libraries (vLLM) that never see the variable.
+Kernel modules load on first use, so processes that only run the PyTorch references never import
+triton. ``triton.jit`` decides at decoration time whether a kernel is compiled for the GPU or run
+by the interpreter (``TRITON_INTERPRET=1``, CPU tensors); one private copy of the module per mode
+means a copy decorated in the other mode is never reused. Triton's own ``@jit`` standard library
+(``tl.zeros``, ``tl.max``) is decorated when triton is imported, so interpreting also needs the
+variable set before that import: tests run interpreted kernels in a child process
+(``tests/kernels/conftest.py``).
 """
 from __future__ import annotations
 
