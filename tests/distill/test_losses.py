@@ -140,8 +140,8 @@ def test_accuracy_per_stream():
 
 
 def test_student_trains_through_restricted_head():
-    """A tiny Step1 student: grads equal the full-vocabulary head's, and an Adam step on the
-    restricted loss lowers it."""
+    """A tiny Step1 student: grads equal the full-vocabulary head's, and a step along them lowers
+    the loss."""
     from distill.models import build_student
 
     torch.manual_seed(0)
@@ -155,14 +155,14 @@ def test_student_trains_through_restricted_head():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    before = loss_fn(model.model(batch["input_ids"]), model.lm_head.weight, batch)["loss"]
-    for _ in range(3):
-        opt.zero_grad()
-        loss_fn(model.model(batch["input_ids"]), model.lm_head.weight, batch)["loss"].backward()
-        opt.step()
-    after = loss_fn(model.model(batch["input_ids"]), model.lm_head.weight, batch)["loss"]
-    assert after.item() < before.item() - 0.1
+    # a plain gradient step (torch.optim would import triton compiled-mode for the session, and
+    # the interpreted kernel tests need it imported under TRITON_INTERPRET=1)
+    before = loss_fn(model.model(batch["input_ids"]), model.lm_head.weight, batch)["loss"].item()
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads[0]):
+            p -= 0.5 * g
+    after = loss_fn(model.model(batch["input_ids"]), model.lm_head.weight, batch)["loss"].item()
+    assert after < before - 0.01
 
 
 def test_bad_kd_ratio():

@@ -1,8 +1,10 @@
 """kernels.restricted_ce: the chunked restricted head against a dense masked computation, its
-gradients against finite differences, and the Triton kernel (interpreted on CPU, see conftest.py)
+gradients against finite differences, and the Triton kernel (interpreted on CPU, in a subprocess)
 against the PyTorch reference."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -145,29 +147,61 @@ WIDE = HeadRanges(8, 300, 308, 2500, eot_id=3)
 WIDE_VOCAB = 2810
 
 
+def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max())
+
+
+def triton_vs_reference() -> dict:
+    """Max |Triton - reference| of every output, per top-k setting; run with
+    ``TRITON_INTERPRET=1`` set before triton is first imported (see :func:`triton_parity`)."""
+    out = {}
+    for topk in (False, True):
+        case = make_case(WIDE, WIDE_VOCAB, n=24, hidden=32, k=5, seed=2)
+        # rows aimed at their target, some of them in the vq06 slice's second block
+        late = (case["streams"] == 2).nonzero()[:4, 0]
+        case["targets"][late] = WIDE.vq06_start + 2100 + late
+        aim = torch.cat([torch.arange(0, 24, 3), late])
+        case["hidden"][aim] = case["weight"][case["targets"][aim].clamp_min(0)]
+        res = []
+        for backend in ("triton", "reference"):
+            h = case["hidden"].clone().requires_grad_()
+            w = case["weight"].clone().requires_grad_()
+            with use_backend(backend):
+                o = run(dict(case, hidden=h, weight=w), WIDE, chunk=7, kd_ratio=0.5,
+                        no_topk=not topk)
+            o.loss.backward()
+            res.append((o, h.grad, w.grad))
+        (a, ah, aw), (b, bh, bw) = res
+        out[str(topk)] = dict(
+            ce=_max_err(a.ce, b.ce), kl=_max_err(a.kl, b.kl), loss=_max_err(a.loss, b.loss),
+            d_hidden=_max_err(ah, bh), d_weight=_max_err(aw, bw),
+            same_correct=bool(torch.equal(a.correct, b.correct)),
+            n_correct=int(b.correct.sum()), n_correct_late=int(b.correct[late].sum()),
+            interpreted="kernels.restricted_ce_triton__interpret" in sys.modules)
+    return out
+
+
+@pytest.fixture(scope="module")
+def triton_parity() -> dict:
+    """:func:`triton_vs_reference` in a fresh interpreter: Triton's own ``tl.sum`` / ``tl.max``
+    are decorated when triton is first imported, so an interpreted kernel only works in a
+    process that imported triton under ``TRITON_INTERPRET=1`` (torch.optim, vLLM and inductor
+    import it earlier in a pytest session)."""
+    pytest.importorskip("triton")
+    from tests.conftest import REPO, cli_env
+
+    code = ("import json; from tests.kernels.test_restricted_ce import triton_vs_reference as f; "
+            "print(json.dumps(f()))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**cli_env(), "TRITON_INTERPRET": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("topk", [False, True])
-def test_triton_matches_reference(triton_backend, topk):
-    case = make_case(WIDE, WIDE_VOCAB, n=24, hidden=32, k=5, seed=2)
-    # rows aimed at their target, some of them in the vq06 slice's second block
-    late = (case["streams"] == 2).nonzero()[:4, 0]
-    case["targets"][late] = WIDE.vq06_start + 2100 + late
-    aim = torch.cat([torch.arange(0, 24, 3), late])
-    case["hidden"][aim] = case["weight"][case["targets"][aim].clamp_min(0)]
-    results = []
-    for backend in ("triton", "reference"):
-        h = case["hidden"].clone().requires_grad_()
-        w = case["weight"].clone().requires_grad_()
-        with use_backend(backend):
-            out = run(dict(case, hidden=h, weight=w), WIDE, chunk=7, kd_ratio=0.5,
-                      no_topk=not topk)
-        out.loss.backward()
-        results.append((out, h.grad, w.grad))
-    (a, ah, aw), (b, bh, bw) = results
-    assert "kernels.restricted_ce_triton__interpret" in sys.modules  # the kernel really ran
-    assert int(b.correct.sum()) >= 6 and int(b.correct[late].sum()) >= 3
-    assert torch.equal(a.correct, b.correct)
-    torch.testing.assert_close(a.ce, b.ce, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(a.kl, b.kl, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ah, bh, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(aw, bw, atol=1e-5, rtol=1e-5)
+def test_triton_matches_reference(triton_parity, topk):
+    r = triton_parity[str(topk)]
+    assert r["interpreted"]  # the Triton kernel really ran
+    assert r["same_correct"] and r["n_correct"] >= 6 and r["n_correct_late"] >= 3
+    for key in ("ce", "kl", "loss", "d_hidden", "d_weight"):
+        assert r[key] < 1e-5, (key, r[key])
