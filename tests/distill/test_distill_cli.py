@@ -118,3 +118,12 @@ def test_unfiltered_and_missing_runs_fail_in_one_line(tmp_path):
     assert proc.returncode == 2 and "has not been filtered yet" in proc.stderr
     proc = stepforge("distill", tmp_path / "nope", "--out", tmp_path / "s", *TINY)
     assert proc.returncode == 2 and "not a stepforge run" in proc.stderr
+
+
+def test_the_same_recipe_runs_under_ray_train(filtered_run, tmp_path):
+    out = tmp_path / "ray"
+    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 2, *TINY, "--ray-address", "local",
+                     check=True)
+    assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
+    assert json.loads((out / "train.json").read_text())["world"] == 1
+    assert f"student: {out}" in proc.stdout
