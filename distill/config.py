@@ -77,8 +77,18 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
                 raise ConfigError(f"{where}{key} must be a mapping")
             out[key] = _merge(base[key], value, f"{where}{key}.")
         else:
-            out[key] = value
+            out[key] = _number(value) if isinstance(base[key], (int, float)) else value
     return out
+
+
+def _number(value):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; numeric keys take it as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _parse_override(item: str) -> dict:

@@ -13,10 +13,10 @@ import pytest
 from tests.conftest import CONFIGS, REPO, cli_env, stepforge
 
 # A 2-layer tiny Step1 student; every step logged, a checkpoint every 4 steps.
-TINY = ["--config", CONFIGS / "distill_tiny.yaml", "--set", "student.overrides={num_hidden_layers: 2}",
-        "--set", "data.max_tokens=2048", "--set", "data.heldout=2", "--set", "train.log_every=1",
-        "--set", "train.save_every=4", "--set", "train.eval_every=8", "--set", "train.warmup_steps=2",
-        "--no-eval"]
+TRAIN = ["--config", CONFIGS / "distill_tiny.yaml", "--set", "student.overrides={num_hidden_layers: 2}",
+         "--set", "data.max_tokens=2048", "--set", "data.heldout=2", "--set", "train.log_every=1",
+         "--set", "train.save_every=4", "--set", "train.eval_every=8", "--set", "train.warmup_steps=2"]
+TINY = TRAIN + ["--no-eval"]
 
 
 def metrics(student) -> list[dict]:
@@ -31,7 +31,8 @@ def train_curve(student) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def trained(filtered_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("students") / "ref"
-    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 16, *TINY, check=True)
+    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 16, *TRAIN,
+                     "--set", "eval.max_seconds=1.5", check=True)
     return out, proc
 
 
@@ -53,6 +54,16 @@ def test_distill_trains_exports_and_logs(trained):
     assert list((out / "logs" / "tb").glob("events.*"))
     assert len((out / "heldout.jsonl").read_text().splitlines()) >= 2
     assert f"student: {out}" in proc.stdout
+
+
+def test_the_student_is_scored_on_the_heldout_prompts(trained):
+    out, proc = trained
+    report = json.loads((out / "eval.json").read_text())
+    held = [json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in report["rows"]) == sorted(held)
+    assert report["aggregate"]["all"]["n"] == len(held)
+    assert all(r["teacher"] is not None and r["student"]["status"] for r in report["rows"])
+    assert f"eval: {out / 'eval.json'}" in proc.stdout
 
 
 def test_a_finished_student_is_not_retrained(trained, filtered_run):
@@ -122,7 +133,8 @@ def test_unfiltered_and_missing_runs_fail_in_one_line(tmp_path):
 
 def test_the_same_recipe_runs_under_ray_train(filtered_run, tmp_path):
     out = tmp_path / "ray"
-    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 2, *TINY, "--ray-address", "local",
+    proc = stepforge("distill", filtered_run, "--out", out, "--steps", 2, *TINY, "--set", "train.warmup_steps=1",
+                     "--ray-address", "local",
                      check=True)
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
     assert json.loads((out / "train.json").read_text())["world"] == 1
