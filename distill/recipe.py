@@ -103,6 +103,24 @@ def student_text(model_config, init: str | None):
     return load_tokenizer(init, model_config.to_dict())
 
 
+def build_data(cfg: dict, runs: list[str], tokenizer, layout, world: int):
+    """``(train, heldout, plan)`` for this config on ``world`` ranks.
+
+    Raises:
+        DataError: the runs cannot feed this student, or cannot fill one optimizer step.
+    """
+    d = cfg["data"]
+    corpus = Corpus.load(runs, SequenceBuilder(layout, tokenizer))
+    train, heldout = corpus.split(d["heldout"], cfg["train"]["seed"])
+    plan = PackPlan(train, d["max_tokens"], cfg["train"]["seed"], d["buffer"])
+    have, need = plan.steps_per_epoch(world), cfg["train"]["grad_accum"]
+    if have < need:
+        raise DataError(f"{len(train)} training rows pack into {have} micro-batch(es) per rank per "
+                        f"epoch on {world} rank(s), fewer than train.grad_accum={need}; lower "
+                        "train.grad_accum or data.max_tokens")
+    return train, heldout, plan
+
+
 def lr_lambda(cfg: dict):
     """Linear warmup, then cosine from lr to lr * min_lr_ratio at ``train.steps``."""
     t = cfg["train"]
@@ -176,21 +194,11 @@ class DistillRecipe:
         self._open_logs()
 
     def _setup_data(self, student: nn.Module) -> None:
-        d = self.cfg["data"]
         self.tokenizer, self.layout = student_text(student.config, self.cfg["student"]["init"])
-        if student.config.vocab_size < self.layout.vocab_size:
-            raise DataError(f"the student's vocab_size {student.config.vocab_size} is smaller than its "
-                            f"token layout ({self.layout.vocab_size} ids)")
-        corpus = Corpus.load(self.runs, SequenceBuilder(self.layout, self.tokenizer))
-        self.train_rows, self.heldout = corpus.split(d["heldout"], self.cfg["train"]["seed"])
-        self.plan = PackPlan(self.train_rows, d["max_tokens"], self.cfg["train"]["seed"], d["buffer"])
-        need = self.cfg["train"]["grad_accum"]
-        have = self.plan.steps_per_epoch(self.world)
-        if have < need:
-            raise DataError(f"{len(self.train_rows)} training rows pack into {have} micro-batch(es) "
-                            f"per rank per epoch on {self.world} rank(s), fewer than "
-                            f"train.grad_accum={need}; lower grad_accum or data.max_tokens")
-        self.eval_plan = PackPlan(self.heldout, d["max_tokens"], 0) if len(self.heldout) else None
+        self.train_rows, self.heldout, self.plan = build_data(self.cfg, self.runs, self.tokenizer,
+                                                              self.layout, self.world)
+        max_tokens = self.cfg["data"]["max_tokens"]
+        self.eval_plan = PackPlan(self.heldout, max_tokens, 0) if len(self.heldout) else None
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _resume(self) -> None:

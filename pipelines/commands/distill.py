@@ -90,19 +90,14 @@ def prepare(cfg: dict, runs: list[str], out: Path, world: int) -> int:
     Returns the number of held-out rows."""
     import yaml
 
-    from distill.data import Corpus, PackPlan, SequenceBuilder
-    from distill.recipe import check_checkpoint, student_config, student_text
+    from distill.recipe import build_data, check_checkpoint, student_config, student_text
 
     model_cfg = student_config(cfg)
     tok, layout = student_text(model_cfg, cfg["student"]["init"])
-    corpus = Corpus.load(runs, SequenceBuilder(layout, tok))
-    train, heldout = corpus.split(cfg["data"]["heldout"], cfg["train"]["seed"])
-    plan = PackPlan(train, cfg["data"]["max_tokens"], cfg["train"]["seed"], cfg["data"]["buffer"])
-    have, need = plan.steps_per_epoch(world), cfg["train"]["grad_accum"]
-    if have < need:
-        raise UserError(f"{len(train)} training rows pack into {have} micro-batch(es) per rank per "
-                        f"epoch on {world} rank(s), fewer than train.grad_accum={need}; lower "
-                        "train.grad_accum or data.max_tokens")
+    if model_cfg.vocab_size < layout.vocab_size:
+        raise UserError(f"the student's vocab_size {model_cfg.vocab_size} is smaller than its token "
+                        f"layout ({layout.vocab_size} ids)")
+    train, heldout, plan = build_data(cfg, runs, tok, layout, world)
     latest = out / "checkpoints" / "latest"
     if latest.is_file():
         check_checkpoint(out / "checkpoints" / latest.read_text().strip(), cfg)
