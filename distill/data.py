@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,10 +92,8 @@ def _accepted_rows(run_path: Path) -> tuple[list[Row], dict]:
         raise DataError(f"{run_path} has not been filtered yet (run `stepforge filter {run_path}`)")
     keep = [r for r in rows if r["accepted"] and r["status"] == "ok"]
     if not keep:
-        reasons: dict[str, int] = {}
-        for r in rows:
-            reasons[r["reject_reason"] or r["error"] or "?"] = reasons.get(r["reject_reason"] or r["error"] or "?", 0) + 1
-        top = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        reasons = Counter(r["reject_reason"] or r["error"] or "?" for r in rows)
+        top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
         raise DataError(f"{run_path}: all {len(rows)} rows were rejected ({top})")
     out = []
     for r in keep:
@@ -133,7 +132,7 @@ class SequenceBuilder:
                             f"codes; the shards hold Step-Audio ids with "
                             f"{STEP_AUDIO.vq02_size}/{STEP_AUDIO.vq06_size}")
         self.layout, self.tok, self._codec = layout, tokenizer, codec
-        self._clones: dict[str, ClonePrompt] = {}
+        self._clones: dict = {}  # prompt wav -> its ids (engine.teachers.lm.clone_turn)
 
     @property
     def codec(self):
@@ -144,20 +143,10 @@ class SequenceBuilder:
         return self._codec
 
     def clone_prompt(self, task: Task) -> ClonePrompt | None:
-        if not task.speaker:
-            return None
-        if task.speaker not in self._clones:
-            from engine.audio import preprocess, read_audio
-            from engine.speakers import BUILTIN_SPEAKERS
+        """The clone turn exactly as the LM teachers build it, in the student's layout."""
+        from engine.teachers.lm import clone_turn
 
-            wav_path, text = task.speaker_wav, task.speaker_text
-            if not wav_path:
-                wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
-                text = (BUILTIN_SPEAKERS / f"{task.speaker}.txt").read_text(encoding="utf-8").strip()
-            wav, sr = read_audio(wav_path)
-            ids = np.asarray(self.codec.tokenize(preprocess(wav, sr)), dtype=np.int64)
-            self._clones[task.speaker] = ClonePrompt(task.speaker, text, tuple(self.to_student(ids)))
-        return self._clones[task.speaker]
+        return clone_turn(task, self.layout, lambda: self.codec, self._clones)
 
     def prompt(self, task: Task) -> list[int]:
         return build_tts_prompt(task.text, task.instruction, self.tok, self.clone_prompt(task))
@@ -168,9 +157,9 @@ class SequenceBuilder:
 
     def to_student(self, ids: np.ndarray) -> np.ndarray:
         """Step-Audio ids -> the student's ids (audio moves, EOT and text stay); -1 stays -1."""
-        ids = np.asarray(ids, dtype=np.int64)
-        audio = (ids >= STEP_AUDIO.vq02_offset) & (ids < STEP_AUDIO.audio_end)
-        return np.where(audio, ids - STEP_AUDIO.vq02_offset + self.layout.vq02_offset, ids)
+        from engine.teachers.lm import convert_layout
+
+        return convert_layout(ids, STEP_AUDIO, self.layout)
 
     def audio_ids(self, row: Row, tokens: np.ndarray) -> np.ndarray:
         """The row's audio ids in the student's layout, whole 2:3 groups, EOT stripped."""

@@ -340,6 +340,8 @@ class DistillRecipe:
         elif self.rank == 0:
             export_student(student, self.out)
         if self.rank == 0:
+            from manifests.atomic import write_json
+
             write_json(self.out / "train.json", {
                 "status": "done", "step": self.state["step"], "epochs": self.state["epoch"],
                 "wall_s": round(self.state["wall_s"], 2), "world": self.world,
@@ -385,12 +387,6 @@ class _Window:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def write_json(path: Path, data: dict) -> None:
-    from manifests.atomic import write_json as atomic
-
-    atomic(path, data)
 
 
 def export_student(student: nn.Module, out: Path) -> None:

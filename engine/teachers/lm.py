@@ -159,23 +159,7 @@ class LMTeacher(Teacher):
     # -- prompts and sampling ------------------------------------------------------------------
     def clone_prompt(self, task: Task) -> ClonePrompt | None:
         """The few-shot clone turn for a task with a speaker (its wav tokenised by the codec)."""
-        if not task.speaker:
-            return None
-        wav_path, text = task.speaker_wav, task.speaker_text
-        if not wav_path:
-            wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
-            txt = BUILTIN_SPEAKERS / f"{task.speaker}.txt"
-            if not task.speaker.isidentifier() or not txt.is_file():
-                raise ValueError(f"speaker {task.speaker!r} has no prompt wav and is not built in")
-            text = txt.read_text(encoding="utf-8").strip()
-        key = (wav_path, os.path.getmtime(wav_path))
-        if key not in self._clones:
-            from engine.audio import preprocess, read_audio
-
-            wav, sr = read_audio(wav_path)
-            ids = np.asarray(self.codec.tokenize(preprocess(wav, sr)), dtype=np.int64)
-            self._clones[key] = tuple(convert_layout(ids, STEP_AUDIO, self.layout))
-        return ClonePrompt(task.speaker, text, self._clones[key])
+        return clone_turn(task, self.layout, lambda: self.codec, self._clones)
 
     def prompt(self, task: Task) -> list[int]:
         """The prompt ids for one task (ValueError on a bad instruction or clone prompt)."""
@@ -256,6 +240,29 @@ class LMTeacher(Teacher):
                     "logprobs": np.maximum(gen.topk_logprobs[:n], np.finfo(np.float16).min
                                            ).astype(np.float16)}
         return TeacherOutput(task.id, tokens=tokens, topk=topk, info=info)
+
+
+def clone_turn(task: Task, layout: TokenLayout, codec, cache: dict) -> ClonePrompt | None:
+    """The few-shot clone turn of ``task`` (None without a speaker), its audio as ids of
+    ``layout``. ``codec``: a zero-argument function giving the codec, called only when a prompt
+    wav is not in ``cache`` yet (keyed by path and mtime)."""
+    if not task.speaker:
+        return None
+    wav_path, text = task.speaker_wav, task.speaker_text
+    if not wav_path:
+        wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
+        txt = BUILTIN_SPEAKERS / f"{task.speaker}.txt"
+        if not task.speaker.isidentifier() or not txt.is_file():
+            raise ValueError(f"speaker {task.speaker!r} has no prompt wav and is not built in")
+        text = txt.read_text(encoding="utf-8").strip()
+    key = (wav_path, os.path.getmtime(wav_path))
+    if key not in cache:
+        from engine.audio import preprocess, read_audio
+
+        wav, sr = read_audio(wav_path)
+        ids = np.asarray(codec().tokenize(preprocess(wav, sr)), dtype=np.int64)
+        cache[key] = tuple(convert_layout(ids, STEP_AUDIO, layout))
+    return ClonePrompt(task.speaker, text, cache[key])
 
 
 def convert_layout(ids: np.ndarray, src: TokenLayout, dst: TokenLayout) -> np.ndarray:

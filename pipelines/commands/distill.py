@@ -8,8 +8,6 @@ from the latest checkpoint; a finished student is not retrained.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -18,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from manifests import RunDir
 from pipelines.cli import UserError
 
 
@@ -38,17 +37,6 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-@contextlib.contextmanager
-def _locked(out: Path):
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{out} is in use by another stepforge process") from None
-        yield
-
-
 def main(args) -> int:
     from distill.config import load_config
 
@@ -59,7 +47,7 @@ def main(args) -> int:
     out = Path(args.out)
     runs = [str(Path(r).resolve()) for r in args.runs]
     world = _world(args)
-    with _locked(out):
+    with RunDir(out).lock():  # the same exclusive lock a run directory takes
         heldout = prepare(cfg, runs, out, world)
         if _finished(cfg, out):
             print(f"distill: {out} is already trained to step {cfg['train']['steps']}; nothing to train")
