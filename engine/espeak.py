@@ -4,6 +4,11 @@ The library comes from the PyPI package ``espeakng-loader`` (it ships libespeak-
 data), or from the system (Debian's ``libespeak-ng1``). eSpeak keeps global state, so one
 process holds one synthesizer and calls are serialised by a lock.
 
+eSpeak seeds its noise generator from the clock, so the breath noise of the breathy variants
+(``+f2``, ``+f3``, ``+f5``) used to differ from run to run. Every render now reseeds it
+(``espeak_ng_SetRandSeed``, where the library has it), so a fresh process renders the same
+sequence of calls to the same samples.
+
     >>> from engine.espeak import render
     >>> wav, sr = render("Hello there.", voice="en-us+f3", rate=190, pitch=60)
     >>> sr
@@ -22,6 +27,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _SSML = 0x10
 _POS_CHARACTER = 1
+_NOISE_SEED = 0  # breath noise seed, the same for every render
 _PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -60,6 +66,9 @@ class _Synth:
         self._callback = _CALLBACK(self._collect)  # keep a reference: C holds the pointer
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)  # absent from older builds
+        if self._seed is not None:
+            self._seed.argtypes = [ctypes.c_long]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
@@ -80,6 +89,8 @@ class _Synth:
             data = text.encode("utf-8") + b"\0"
             flags = _CHARS_UTF8 | (_SSML if ssml else 0)
             self._chunks = []
+            if self._seed is not None:
+                self._seed(_NOISE_SEED)
             err = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
             if err != 0:
                 raise RuntimeError(f"espeak_Synth failed with error {err}")

@@ -26,15 +26,19 @@ class MelVQCodec:
         codebook: the two k-means codebooks.
         decoder: a ``MelDecoder`` (eval mode), or None to decode from centroids alone.
         version: identifies the weights, e.g. ``"melvq-1+3fa2c91b"``.
+        smooth: Gaussian smoothing of the decoded log-mel along time (sigma in 10 ms frames;
+            0 = none). It softens the steps between 40/60 ms code blocks, which Griffin-Lim
+            otherwise renders as clicks (measured: ~2 WER points in the round-trip bench).
     """
 
     name = "melvq"
     sample_rate = mel.SAMPLE_RATE
 
-    def __init__(self, codebook: DualCodebook, decoder=None, version: str = "melvq-1"):
+    def __init__(self, codebook: DualCodebook, decoder=None, version: str = "melvq-1", smooth: float = 0.0):
         self.codebook = codebook
         self.decoder = decoder
         self.version = version
+        self.smooth = float(smooth)
         self.sizes = (len(codebook.vq02), len(codebook.vq06))
 
     def encode(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +54,19 @@ class MelVQCodec:
         codes02, codes06 = self._check(vq02, vq06)
         recon = self.codebook.reconstruct(codes02, codes06)
         if self.decoder is None or len(codes02) == 0:
-            return mel.from_cepstra(recon)
-        import torch
+            logmel = mel.from_cepstra(recon)
+        else:
+            import torch
 
-        with torch.inference_mode():
-            out = self.decoder(torch.from_numpy(recon)[None], torch.from_numpy(codes02).long()[None],
-                               torch.from_numpy(codes06).long()[None])
-        return out[0].numpy()
+            with torch.inference_mode():
+                out = self.decoder(torch.from_numpy(recon)[None], torch.from_numpy(codes02).long()[None],
+                                   torch.from_numpy(codes06).long()[None])
+            logmel = out[0].numpy()
+        if self.smooth > 0 and len(logmel):
+            from scipy.ndimage import gaussian_filter1d
+
+            logmel = gaussian_filter1d(logmel, self.smooth, axis=0, mode="nearest").astype(np.float32)
+        return logmel
 
     def decode(self, vq02, vq06) -> np.ndarray:
         """(vq02 ``[2N]``, vq06 ``[3N]``) -> 16 kHz float32 waveform ``[N * 1920]``."""
@@ -91,7 +101,8 @@ def from_file(path) -> MelVQCodec:
         from .decoder import build_decoder
 
         decoder = build_decoder(config["decoder"], codebook.q, (len(codebook.vq02), len(codebook.vq06)), tensors)
-    return MelVQCodec(codebook, decoder, version=f"{weights.FORMAT}+{weights.digest(path)}")
+    return MelVQCodec(codebook, decoder, version=f"{weights.FORMAT}+{weights.digest(path)}",
+                      smooth=config.get("decoder", {}).get("smooth", 0.0))
 
 
 @functools.lru_cache(maxsize=1)

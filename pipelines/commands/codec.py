@@ -39,8 +39,8 @@ _TRAIN_OPTIONS = {  # flag -> help; defaults live in engine.codec.train.TrainCon
     "utterances": "eSpeak renderings to train on (default 4000, ~4.4 h of speech)",
     "vq02-size": "vq02 codebook size (default 1024; small values for quick tests)",
     "vq06-size": "vq06 codebook size (default 4096)",
-    "kmeans-iters": "Lloyd iterations per codebook (default 10)",
-    "decoder-steps": "decoder training steps (default 600)",
+    "kmeans-iters": "Lloyd iterations per codebook (default 60)",
+    "decoder-steps": "decoder training steps (default 3000)",
     "channels": "decoder width (default 256)",
 }
 

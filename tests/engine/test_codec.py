@@ -100,6 +100,20 @@ def test_shipped_weights_round_trip(codec, speech):
     assert good > 0.85 and good > bad + 0.3
 
 
+def test_decode_smoothing_comes_with_the_weights(codec, speech):
+    from engine.codec.codec import MelVQCodec
+
+    assert codec.smooth == 1.0  # stored in the shipped weights' decoder config
+    codes = codec.encode(speech)
+    sharp = MelVQCodec(codec.codebook, codec.decoder, codec.version, smooth=0.0).decode_mel(*codes)
+    smooth = codec.decode_mel(*codes)
+    assert smooth.shape == sharp.shape
+    step = lambda m: float(np.abs(np.diff(m, axis=0)).mean())  # noqa: E731
+    assert step(smooth) < 0.8 * step(sharp)
+    # Smoothing only redistributes energy along time: the mean log-mel barely moves.
+    assert abs(float(smooth.mean() - sharp.mean())) < 0.05
+
+
 def test_load_codec_errors(tmp_path):
     with pytest.raises(ValueError, match="no such codec weights"):
         load_codec(str(tmp_path / "missing.npz"))
