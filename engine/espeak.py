@@ -6,8 +6,8 @@ process holds one synthesizer and calls are serialised by a lock.
 
 eSpeak seeds its noise generator from the clock, so the breath noise of the breathy variants
 (``+f2``, ``+f3``, ``+f5``) used to differ from run to run. Every render now reseeds it
-(``espeak_ng_SetRandSeed``, where the library has it), so a fresh process renders the same
-sequence of calls to the same samples.
+(``espeak_ng_SetRandSeed``; older builds draw the noise from C ``rand()``, so ``srand`` there),
+so a fresh process renders the same sequence of calls to the same samples.
 
     >>> from engine.espeak import render
     >>> wav, sr = render("Hello there.", voice="en-us+f3", rate=190, pitch=60)
@@ -66,9 +66,7 @@ class _Synth:
         self._callback = _CALLBACK(self._collect)  # keep a reference: C holds the pointer
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self._seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)  # absent from older builds
-        if self._seed is not None:
-            self._seed.argtypes = [ctypes.c_long]
+        self._seed = _noise_seeder(self.lib)
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
@@ -98,6 +96,21 @@ class _Synth:
             chunks, self._chunks = self._chunks, []
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         return pcm.astype(np.float32) / 32768.0
+
+
+def _noise_seeder(lib: ctypes.CDLL):
+    """The call that seeds eSpeak's noise: ``espeak_ng_SetRandSeed``, or C ``srand`` for builds
+    without it (they draw from ``rand()``); None where neither can be reached."""
+    seeder = getattr(lib, "espeak_ng_SetRandSeed", None)
+    if seeder is not None:
+        seeder.argtypes = [ctypes.c_long]
+        return seeder
+    try:
+        srand = ctypes.CDLL(None).srand
+    except (OSError, AttributeError):  # no C library symbol table to reach (not glibc)
+        return None
+    srand.argtypes = [ctypes.c_uint]
+    return srand
 
 
 def _load_library() -> tuple[ctypes.CDLL, str | None]:

@@ -1,11 +1,11 @@
 """Run eSpeak work in a forked child so that every rendering starts from the same state.
 
 eSpeak NG output depends on what it rendered before: its wave generator keeps a pitch-flutter
-phase, an automatic gain level and C ``rand()`` noise state across utterances, none of which the
-API can reset. So the same text and settings give slightly different audio (and lengths) on each
-call. Forking from a process that has initialised eSpeak but never synthesised, and seeding
-``rand()`` in the child, gives each rendering the same starting state: a task and its seed
-always give identical audio, in any process.
+phase and an automatic gain level across utterances, which the API cannot reset (its noise
+generator is reseeded on every render, see :mod:`engine.espeak`). So the same text and settings
+give slightly different audio (and lengths) on each call. Forking from a process that has
+initialised eSpeak but never synthesised gives each rendering the same starting state: a task
+and its seed always give identical audio, in any process.
 
     >>> wav, sr = pristine(render, "Hello.", "en-us")   # ~20 ms fork overhead per call
 
@@ -19,17 +19,6 @@ import os
 import pickle
 
 from engine.espeak import synthesizer
-
-
-def _seed_c_rand() -> None:
-    """eSpeak draws its breath/aspiration noise from C rand(), which it seeds from the clock
-    when it initialises; a fixed seed makes the noise repeat across processes too."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).srand(0)
-    except (OSError, AttributeError):  # no C library symbol table to reach (not glibc)
-        pass
 
 
 def fork_enabled() -> bool:
@@ -50,7 +39,6 @@ def pristine(fn, *args, **kwargs):
         pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(read_fd)
-        _seed_c_rand()
         try:
             payload = pickle.dumps((True, fn(*args, **kwargs)))
         except BaseException as exc:  # the parent re-raises it
