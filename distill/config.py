@@ -25,6 +25,7 @@ DEFAULTS: dict = {
     "data": {
         "max_tokens": 4096,       # tokens per packed micro-batch (one row of sequences)
         "buffer": 256,            # shuffle buffer after the shard-level shuffle
+        "share_prefix": True,     # one copy of the system turn per packed row (same math, ~3x fewer tokens)
         "heldout": 16,            # rows held out (whole texts) for eval and the student eval
     },
     "loss": {
@@ -155,6 +156,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError("train.min_lr_ratio must be within 0..1")
     if cfg["data"]["heldout"] < 0:
         raise ConfigError("data.heldout must be >= 0")
+    if not isinstance(cfg["data"]["share_prefix"], bool):
+        raise ConfigError(f"data.share_prefix must be true or false, got {cfg['data']['share_prefix']!r}")
 
 
 def model_fingerprint(cfg: dict) -> str:

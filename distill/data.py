@@ -16,6 +16,12 @@ The epoch order is a pure function of (seed, epoch): shards are shuffled, then s
 moving buffer; sequences are packed greedily into rows of at most ``max_tokens``; rank ``r`` of
 ``w`` takes packs ``r, r + w, ...`` (the epoch is cut to a multiple of ``w`` so every rank takes
 the same number of steps). Resuming at pack ``n`` of an epoch therefore needs only ``(epoch, n)``.
+
+With ``share_prefix`` a pack holds sequences whose system turn is the same token for token; the
+turn is placed once at the start of the row and every sequence continues it (``shared_prefix`` in
+the batch; :func:`distill.models.attention.packed_attention`). The model computes the same hidden
+states and gradients as with a copy per sequence, and a pack holds several times more sequences:
+the Step-Audio system prompt is most of a short utterance's tokens.
 """
 from __future__ import annotations
 
@@ -68,6 +74,7 @@ class Sample:
     streams: np.ndarray
     topk_ids: np.ndarray | None = None
     topk_logprobs: np.ndarray | None = None
+    prefix_len: int = 0  # tokens of the system turn (bos ... first EOT), which carry no loss
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -155,6 +162,16 @@ class SequenceBuilder:
         """Sequence length of ``row`` without reading its sample (prompt + audio + EOT)."""
         return len(self.prompt(row.task)) + row.n_tokens - row.n_tokens % 5 + 1
 
+    def prefix(self, row: Row) -> tuple[str, int]:
+        """(digest, length) of the row's system turn: rows with the same digest share it."""
+        ids = self.prompt(row.task)
+        n = self.prefix_length(ids)
+        return hashlib.sha256(np.asarray(ids[:n], np.int64).tobytes()).hexdigest()[:16], n
+
+    def prefix_length(self, ids) -> int:
+        """Length of ``[bos] [BOT] system ... [EOT]`` at the start of a prompt."""
+        return list(ids).index(self.tok.eot) + 1
+
     def to_student(self, ids: np.ndarray) -> np.ndarray:
         """Step-Audio ids -> the student's ids (audio moves, EOT and text stay); -1 stays -1."""
         from engine.teachers.lm import convert_layout
@@ -186,7 +203,7 @@ class SequenceBuilder:
         first = len(prompt) - 1  # the position that predicts the first audio id
         labels[first:-1] = ids[first + 1:]
         streams[first:-1] = stream_codes(len(audio))
-        out = Sample(row.key, ids, labels, streams)
+        out = Sample(row.key, ids, labels, streams, prefix_len=self.prefix_length(prompt))
         if "topk.npz" in sample:
             out.topk_ids, out.topk_logprobs = self._topk(sample["topk.npz"], len(ids), first, len(audio))
         return out
@@ -216,6 +233,7 @@ class Corpus:
     lengths: list[int]
     builder: SequenceBuilder
     codec_version: str
+    prefixes: list[tuple[str, int]] = field(default_factory=list)  # SequenceBuilder.prefix
 
     @classmethod
     def load(cls, runs: list[str | Path], builder: SequenceBuilder) -> "Corpus":
@@ -229,7 +247,8 @@ class Corpus:
                             "audio ids mean different things")
         seen: set[str] = set()
         unique = [r for r in rows if not (r.key in seen or seen.add(r.key))]
-        return cls(unique, [builder.length(r) for r in unique], builder, next(iter(versions.values())))
+        return cls(unique, [builder.length(r) for r in unique], builder, next(iter(versions.values())),
+                   [builder.prefix(r) for r in unique])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -256,7 +275,8 @@ class Corpus:
     def _subset(self, mask: list[bool]) -> "Corpus":
         rows = [r for r, m in zip(self.rows, mask) if m]
         lengths = [n for n, m in zip(self.lengths, mask) if m]
-        return Corpus(rows, lengths, self.builder, self.codec_version)
+        prefixes = [p for p, m in zip(self.prefixes, mask) if m]
+        return Corpus(rows, lengths, self.builder, self.codec_version, prefixes)
 
     def write_prompts(self, path: str | Path) -> None:
         """The rows as ``stepforge eval`` prompts: task fields plus the teacher's scores."""
@@ -280,15 +300,21 @@ class PackPlan:
         max_tokens: tokens per packed row (one micro-batch); every sequence must fit.
         seed: with the epoch number, fixes the order.
         buffer: samples shuffled together after the shard-level shuffle.
+        share_prefix: pack sequences with the same system turn together and place the turn once
+            per pack (see the module docstring).
     """
 
-    def __init__(self, corpus: Corpus, max_tokens: int, seed: int = 0, buffer: int = 256):
+    def __init__(self, corpus: Corpus, max_tokens: int, seed: int = 0, buffer: int = 256,
+                 share_prefix: bool = False):
         longest = max(corpus.lengths, default=0)
         if longest > max_tokens:
             i = corpus.lengths.index(longest)
             raise DataError(f"sequence {corpus.rows[i].key} has {longest} tokens, more than "
                             f"data.max_tokens={max_tokens}; raise data.max_tokens")
         self.corpus, self.max_tokens, self.seed, self.buffer = corpus, max_tokens, seed, buffer
+        self.share_prefix = share_prefix
+        if share_prefix and len(corpus.prefixes) != len(corpus.rows):
+            raise ValueError("share_prefix needs the corpus' prefixes (Corpus.load computes them)")
         self._cache: dict[int, list[list[int]]] = {}
 
     def order(self, epoch: int) -> list[int]:
@@ -311,18 +337,38 @@ class PackPlan:
     def packs(self, epoch: int) -> list[list[int]]:
         """Greedy packs of row indices in epoch order, each at most ``max_tokens`` long."""
         if epoch not in self._cache:
-            packs, cur, size = [], [], 0
-            for i in self.order(epoch):
-                n = self.corpus.lengths[i]
-                if cur and size + n > self.max_tokens:
-                    packs.append(cur)
-                    cur, size = [], 0
-                cur.append(i)
-                size += n
-            if cur:
-                packs.append(cur)
-            self._cache = {epoch: packs}
+            self._cache = {epoch: self._shared_packs(epoch) if self.share_prefix else self._packs(epoch)}
         return self._cache[epoch]
+
+    def _packs(self, epoch: int) -> list[list[int]]:
+        packs, cur, size = [], [], 0
+        for i in self.order(epoch):
+            n = self.corpus.lengths[i]
+            if cur and size + n > self.max_tokens:
+                packs.append(cur)
+                cur, size = [], 0
+            cur.append(i)
+            size += n
+        if cur:
+            packs.append(cur)
+        return packs
+
+    def _shared_packs(self, epoch: int) -> list[list[int]]:
+        """One open pack per system turn; a pack costs its turn once plus each sequence's rest.
+        Packs come out in the order they fill, then the open ones in the order they opened."""
+        packs, open_ = [], {}
+        for i in self.order(epoch):
+            key, p = self.corpus.prefixes[i]
+            rest = self.corpus.lengths[i] - p
+            cur = open_.get(key)
+            if cur is not None and cur[1] + rest > self.max_tokens:
+                packs.append(open_.pop(key)[0])
+                cur = None
+            if cur is None:
+                cur = open_[key] = [[], p]
+            cur[0].append(i)
+            cur[1] += rest
+        return packs + [cur[0] for cur in open_.values()]
 
     def steps_per_epoch(self, world: int = 1) -> int:
         """Packs each rank takes per epoch."""
@@ -334,35 +380,53 @@ class PackPlan:
         packs = self.packs(epoch)
         mine = packs[rank: len(packs) - len(packs) % world: world]
         for pack in mine[start:]:
-            yield collate([self.sample(i) for i in pack])
+            yield collate([self.sample(i) for i in pack], self.share_prefix)
 
     def sample(self, i: int) -> Sample:
         row = self.corpus.rows[i]
         return self.corpus.builder.build(row, load_sample(row))
 
 
-def collate(samples: list[Sample]) -> dict:
+def collate(samples: list[Sample], share_prefix: bool = False) -> dict:
     """Pack samples into one row.
 
+    Args:
+        share_prefix: the samples start with the same system turn (``Sample.prefix_len``): it
+            goes first, once, and each sample keeps only the rest (positions continue from it).
     Returns:
         ``input_ids`` / ``labels`` long ``[1, total]``, ``streams`` int8 ``[1, total]``,
         ``positions`` long ``[1, total]`` (restarting at 0 per sequence), ``cu_seqlens`` int32
-        ``[n + 1]``, ``ids`` (sample ids) and, when every sample has them, ``topk_ids`` long /
+        ``[n + 1]``, ``shared_prefix`` (the first segment's length when it is shared, else 0),
+        ``ids`` (sample ids) and, when every sample has them, ``topk_ids`` long /
         ``topk_logprobs`` float ``[1, total, k]``.
     """
-    lens = [len(s) for s in samples]
-    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    p = samples[0].prefix_len if share_prefix and samples else 0
+    if p:
+        head = samples[0].input_ids[:p]
+        for s in samples:
+            if s.prefix_len != p or not np.array_equal(s.input_ids[:p], head) or (s.labels[:p] != IGNORE).any():
+                raise ValueError(f"{s.id} does not share the pack's {p}-token system turn")
+    cut = [slice(p, None)] * len(samples)
+    parts = ([slice(0, p)] if p else []) + cut
+    owners = ([samples[0]] if p else []) + samples
+    lens = [len(s.input_ids[sl]) for s, sl in zip(owners, parts)]
+    positions = [np.arange(n) for n in lens] if not p else [np.arange(p)] + [np.arange(p, len(s)) for s in samples]
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([getattr(s, name)[sl] for s, sl in zip(owners, parts)]))
+
     batch = {
-        "input_ids": torch.from_numpy(np.concatenate([s.input_ids for s in samples]))[None],
-        "labels": torch.from_numpy(np.concatenate([s.labels for s in samples]))[None],
-        "streams": torch.from_numpy(np.concatenate([s.streams for s in samples]))[None],
-        "positions": torch.from_numpy(np.concatenate([np.arange(n) for n in lens]))[None],
-        "cu_seqlens": torch.from_numpy(cu),
+        "input_ids": cat("input_ids")[None],
+        "labels": cat("labels")[None],
+        "streams": cat("streams")[None],
+        "positions": torch.from_numpy(np.concatenate(positions))[None],
+        "cu_seqlens": torch.from_numpy(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)),
+        "shared_prefix": p,
         "ids": [s.id for s in samples],
     }
     if samples and all(s.topk_ids is not None for s in samples):
         k = min(s.topk_ids.shape[1] for s in samples)
-        batch["topk_ids"] = torch.from_numpy(np.concatenate([s.topk_ids[:, :k] for s in samples]))[None]
+        batch["topk_ids"] = torch.from_numpy(np.concatenate([s.topk_ids[sl, :k] for s, sl in zip(owners, parts)]))[None]
         batch["topk_logprobs"] = torch.from_numpy(
-            np.concatenate([s.topk_logprobs[:, :k] for s in samples]))[None]
+            np.concatenate([s.topk_logprobs[sl, :k] for s, sl in zip(owners, parts)]))[None]
     return batch

@@ -56,7 +56,8 @@ class DistillModule(nn.Module):
         self.student, self.loss_fn = student, loss_fn
 
     def forward(self, batch: dict) -> dict:
-        hidden = self.student.model(batch["input_ids"], cu_seqlens=batch["cu_seqlens"])
+        hidden = self.student.model(batch["input_ids"], cu_seqlens=batch["cu_seqlens"],
+                                    shared_prefix=batch.get("shared_prefix", 0))
         return self.student.lm_head(hidden, batch, self.loss_fn)
 
 
@@ -112,7 +113,7 @@ def build_data(cfg: dict, runs: list[str], tokenizer, layout, world: int):
     d = cfg["data"]
     corpus = Corpus.load(runs, SequenceBuilder(layout, tokenizer))
     train, heldout = corpus.split(d["heldout"], cfg["train"]["seed"])
-    plan = PackPlan(train, d["max_tokens"], cfg["train"]["seed"], d["buffer"])
+    plan = PackPlan(train, d["max_tokens"], cfg["train"]["seed"], d["buffer"], d["share_prefix"])
     have, need = plan.steps_per_epoch(world), cfg["train"]["grad_accum"]
     if have < need:
         raise DataError(f"{len(train)} training rows pack into {have} micro-batch(es) per rank per "
@@ -198,7 +199,8 @@ class DistillRecipe:
         self.train_rows, self.heldout, self.plan = build_data(self.cfg, self.runs, self.tokenizer,
                                                               self.layout, self.world)
         max_tokens = self.cfg["data"]["max_tokens"]
-        self.eval_plan = PackPlan(self.heldout, max_tokens, 0) if len(self.heldout) else None
+        share = self.cfg["data"]["share_prefix"]
+        self.eval_plan = PackPlan(self.heldout, max_tokens, 0, share_prefix=share) if len(self.heldout) else None
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _resume(self) -> None:

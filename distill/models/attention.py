@@ -44,18 +44,24 @@ def allowed_keys(q_slot0: int, q_len: int, k_len: int, key_ok: torch.Tensor | No
     return ok
 
 
-def packed_positions(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+def packed_positions(cu_seqlens: torch.Tensor, total: int, shared_prefix: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions and sequence ids of sequences packed back to back.
 
     Args:
         cu_seqlens: ``int [n_seqs + 1]`` offsets, 0 first and ``total`` last.
+        shared_prefix: when > 0, the first segment is a prefix that every later segment continues
+            (:func:`packed_attention`), so their positions start at ``shared_prefix``.
     Returns:
         ``(positions, seq_id)``, both ``long [total]``; positions restart at 0 in each sequence.
     """
     cu = cu_seqlens.to(torch.long)
     seq_id = torch.repeat_interleave(torch.arange(len(cu) - 1, device=cu.device), cu.diff(),
                                      output_size=total)
-    return torch.arange(total, device=cu.device) - cu[seq_id], seq_id
+    pos = torch.arange(total, device=cu.device) - cu[seq_id]
+    if shared_prefix:
+        pos[shared_prefix:] += shared_prefix
+    return pos, seq_id
 
 
 def packed_allowed(seq_id: torch.Tensor) -> torch.Tensor:
@@ -66,24 +72,37 @@ def packed_allowed(seq_id: torch.Tensor) -> torch.Tensor:
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: tuple[int, ...],
-                     mask_for=None) -> torch.Tensor:
+                     mask_for=None, shared_prefix: int = 0) -> torch.Tensor:
     """Attention over sequences packed in one row, one sequence at a time, so the reference
     never builds a ``total x total`` mask (11 sequences of 700 tokens: 49x less).
+
+    With ``shared_prefix`` P > 0 the first segment (``offsets[1] == P``) is a prefix that every
+    later segment continues: segment ``[a, b)`` attends to keys ``[0, P)`` then ``[a, b)``, exactly
+    as if each sequence carried its own copy of the prefix (training computes a shared system
+    prompt once per pack).
 
     Args:
         q: ``[1, heads, total, head_dim]``; k, v: ``[1, groups, total, head_dim]``.
         offsets: the sequence boundaries (``cu_seqlens`` as ints).
-        mask_for: ``length -> additive mask [1, heads, L, L]``; None: plain causal attention.
+        mask_for: ``(q_len, k_len) -> additive mask [1, heads, q_len, k_len]`` for queries at the
+            last ``q_len`` of ``k_len`` consecutive positions; None: plain causal attention.
     """
     outs = []
-    for a, b in zip(offsets[:-1], offsets[1:]):
+    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
         if b == a:
             continue
         sl = slice(a, b)
-        if mask_for is None:
-            outs.append(attention(q[:, :, sl], k[:, :, sl], v[:, :, sl], None, causal=True))
+        pre = shared_prefix if i > 0 else 0
+        qs, ks, vs = q[:, :, sl], k[:, :, sl], v[:, :, sl]
+        if pre:
+            ks = torch.cat([k[:, :, :pre], ks], dim=2)
+            vs = torch.cat([v[:, :, :pre], vs], dim=2)
+        if mask_for is not None:
+            outs.append(attention(qs, ks, vs, mask_for(b - a, pre + b - a)))
+        elif pre:
+            outs.append(attention(qs, ks, vs, allowed_keys(pre, b - a, pre + b - a, None, q.device)[:, None]))
         else:
-            outs.append(attention(q[:, :, sl], k[:, :, sl], v[:, :, sl], mask_for(b - a)))
+            outs.append(attention(qs, ks, vs, None, causal=True))
     return torch.cat(outs, dim=2)
 
 

@@ -117,6 +117,7 @@ class StepInputs:
     seq_id: torch.Tensor | None = None  # long [total]: which packed sequence each token is in
     max_seqlen: int = 0
     offsets: tuple[int, ...] = ()  # cu_seqlens on the host
+    shared_prefix: int = 0  # packed: the first segment is a prefix every later one continues
     kernel: Callable | None = None  # fused attention replacing the model's reference, if any
 
 
@@ -151,12 +152,15 @@ def step_inputs(input_ids, cache, attention_mask, positions) -> StepInputs:
     return StepInputs(positions, k_pos, key_ok, past, cache, aligned)
 
 
-def packed_step_inputs(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> StepInputs:
+def packed_step_inputs(input_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                       shared_prefix: int = 0) -> StepInputs:
     """Inputs for sequences packed back to back in one row (training; no cache, no padding).
 
     Args:
         input_ids: ``long [1, total]``.
         cu_seqlens: ``int [n_seqs + 1]`` offsets: 0 first, ``total`` last, non-decreasing.
+        shared_prefix: 0, or the length of the first segment when it is a prefix shared by all
+            later segments (``attention.packed_attention``).
     """
     total = input_ids.shape[1]
     offsets = cu_seqlens.tolist()  # the one host sync of a packed forward
@@ -165,9 +169,11 @@ def packed_step_inputs(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> Ste
                          f"{tuple(input_ids.shape)} and {tuple(cu_seqlens.shape)}")
     if offsets[0] != 0 or offsets[-1] != total or any(a > b for a, b in zip(offsets, offsets[1:])):
         raise ValueError(f"cu_seqlens must rise from 0 to total={total}, got {offsets}")
+    if shared_prefix and shared_prefix != offsets[1]:
+        raise ValueError(f"shared_prefix={shared_prefix} must be the first segment's length ({offsets[1]})")
     cu = cu_seqlens.to(device=input_ids.device, dtype=torch.int32)
-    pos, seq_id = packed_positions(cu, total)
+    pos, seq_id = packed_positions(cu, total, shared_prefix)
     step = StepInputs(pos[None], pos[None], None, 0, None, aligned=False, cu_seqlens=cu,
-                      seq_id=seq_id, offsets=tuple(offsets))
+                      seq_id=seq_id, offsets=tuple(offsets), shared_prefix=shared_prefix)
     step.max_seqlen = max(b - a for a, b in zip(offsets, offsets[1:]))
     return step

@@ -40,7 +40,7 @@ class RoPEAttention(Step1Attention):
 
     def attend(self, q, k, v, step: StepInputs) -> torch.Tensor:
         if step.cu_seqlens is not None:
-            return packed_attention(q, k, v, step.offsets)
+            return packed_attention(q, k, v, step.offsets, shared_prefix=step.shared_prefix)
         causal = step.mask is None and q.shape[2] > 1
         return attention(q, k, v, step.mask, causal=causal)
 

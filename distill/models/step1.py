@@ -91,7 +91,8 @@ class Step1Attention(nn.Module):
             return step.kernel(q, k, v, step.slopes, cu_seqlens=step.cu_seqlens,
                                max_seqlen=step.max_seqlen or None)
         if step.cu_seqlens is not None:
-            return packed_attention(q, k, v, step.offsets, lambda n: _bias_of_length(step, n))
+            return packed_attention(q, k, v, step.offsets, lambda n, t: _packed_bias(step, n, t),
+                                    step.shared_prefix)
         return alibi_sqrt_attention(q, k, v, step.slopes, step.q_pos, step.k_pos, step.key_ok,
                                     bias=step.mask)
 
@@ -107,11 +108,12 @@ class Step1Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim))
 
 
-def _bias_of_length(step: StepInputs, n: int) -> torch.Tensor:
-    """The causal sqrt-ALiBi bias of one packed sequence of length ``n``, shared by all layers."""
-    if n not in step.mask:
-        step.mask[n] = aligned_sqrt_alibi_bias(step.slopes, 0, n, n, None, step.mask["dtype"])
-    return step.mask[n]
+def _packed_bias(step: StepInputs, n: int, t: int) -> torch.Tensor:
+    """The causal sqrt-ALiBi bias of ``n`` packed queries at the end of ``t`` keys (``t > n``
+    after a shared prefix), shared by all layers."""
+    if (n, t) not in step.mask:
+        step.mask[n, t] = aligned_sqrt_alibi_bias(step.slopes, t - n, n, t, None, step.mask["dtype"])
+    return step.mask[n, t]
 
 
 class Step1DecoderLayer(nn.Module):
@@ -168,8 +170,8 @@ class Step1Model(nn.Module):
     def fused_attention(step: StepInputs):
         """``kernels.alibi_attention`` when this call may use it (no cache history, no padding,
         default or packed positions, and the kernels' backend picks Triton), else None."""
-        plain = step.past == 0 and step.key_ok is None and (step.aligned or step.cu_seqlens
-                                                            is not None)
+        plain = step.past == 0 and step.key_ok is None and not step.shared_prefix and (
+            step.aligned or step.cu_seqlens is not None)
         kernels = fused_kernels() if plain else None
         if kernels is None or kernels.pick(step.q_pos) != "triton":
             return None
@@ -178,7 +180,7 @@ class Step1Model(nn.Module):
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
                 attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+                cu_seqlens: torch.Tensor | None = None, shared_prefix: int = 0) -> torch.Tensor:
         """Hidden states ``[batch, seq, hidden]``; see :meth:`Step1ForCausalLM.forward`."""
         if cu_seqlens is None:
             step = step_inputs(input_ids, cache, attention_mask, positions)
@@ -186,7 +188,7 @@ class Step1Model(nn.Module):
             raise ValueError("cu_seqlens packs whole sequences: pass no cache, attention_mask "
                              "or positions with it")
         else:
-            step = packed_step_inputs(input_ids, cu_seqlens)
+            step = packed_step_inputs(input_ids, cu_seqlens, shared_prefix)
         x = self.embed_tokens(input_ids)
         self.prepare(step, input_ids.shape[1], x.dtype)
         for i, layer in enumerate(self.layers):
@@ -228,7 +230,7 @@ class Step1ForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
                 use_cache: bool = False, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, logits_to_keep: int = 0,
-                cu_seqlens: torch.Tensor | None = None) -> CausalLMOutput:
+                cu_seqlens: torch.Tensor | None = None, shared_prefix: int = 0) -> CausalLMOutput:
         """Next-token logits.
 
         Args:
@@ -242,13 +244,15 @@ class Step1ForCausalLM(nn.Module):
             cu_seqlens: ``int32 [n + 1]`` offsets of sequences packed in ``input_ids [1, total]``
                 (training): positions restart at 0 in each, attention stays within each; no
                 cache, mask or positions then.
+            shared_prefix: with ``cu_seqlens``, the first segment's length when every later
+                segment continues it (a system prompt computed once per pack); 0: none.
         Returns:
             ``logits [batch, seq or N, vocab]`` and the cache when ``use_cache``.
         """
         cache = past_key_values
         if cache is None and use_cache:
             cache = self.new_cache(input_ids.shape[0], input_ids.shape[1])
-        h = self.model(input_ids, cache, attention_mask, positions, cu_seqlens)
+        h = self.model(input_ids, cache, attention_mask, positions, cu_seqlens, shared_prefix)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         return CausalLMOutput(self.lm_head(h), cache if use_cache else None)

@@ -18,14 +18,17 @@ from engine.instructions import LANGUAGES
 from engine.spec.errors import SpecError
 from engine.spec.textfile import read_utf8
 
-BUILTIN_TEXTS = {lang: Path(__file__).parent.parent / "data" / f"sentences_{lang}.txt" for lang in ("en", "zh")}
+# Built-in text sets and their language: the sentences written for this project (en, zh), and
+# en-basic, 5,000 short sentences over ~250 words for small students (engine/data/basic_en.py).
+BUILTIN_LANGS = {"en": "en", "zh": "zh", "en-basic": "en"}
+BUILTIN_TEXTS = {name: Path(__file__).parent.parent / "data" / f"sentences_{name}.txt" for name in BUILTIN_LANGS}
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
 @dataclass(frozen=True)
 class TextSource:
     """One entry of ``texts:``. ``kind`` is builtin|file|dataset; ``path`` is absolute for files
-    and folders; ``langs`` lists the built-in languages; ``field`` names it in errors."""
+    and folders; ``langs`` names the built-in sets; ``field`` names it in errors."""
 
     kind: str
     field: str
@@ -64,7 +67,8 @@ def load_source(src: TextSource, spec_file) -> list[tuple[str, str]]:
     try:
         if src.kind == "builtin":
             # limit is per language here: "the first N of each" is what a mixed source means.
-            rows = [row for lang in src.langs for row in _lines(BUILTIN_TEXTS[lang], lang)[: src.limit or None]]
+            rows = [row for name in src.langs
+                    for row in _lines(BUILTIN_TEXTS[name], BUILTIN_LANGS[name])[: src.limit or None]]
         elif src.kind == "dataset":
             rows = _dataset_rows(src)
         elif src.path.endswith((".jsonl", ".json")):

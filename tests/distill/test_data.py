@@ -100,6 +100,35 @@ def test_epochs_are_deterministic_sharded_and_resumable(corpus):
     assert (b["positions"][0, cu[1]:cu[2]] == np.arange(cu[2] - cu[1])).all() if len(cu) > 2 else True
 
 
+def test_shared_prefix_packs_every_row_once_with_the_system_turn_once(corpus):
+    plain = PackPlan(corpus, max_tokens=1600, seed=3, buffer=4)
+    plan = PackPlan(corpus, max_tokens=1600, seed=3, buffer=4, share_prefix=True)
+    packs = plan.packs(0)
+    assert sorted(i for p in packs for i in p) == list(range(len(corpus)))
+    assert len(packs) < len(plain.packs(0))  # the system prompt is most of a short row
+    for pack in packs:
+        (key, p), = {corpus.prefixes[i] for i in pack}
+        assert p + sum(corpus.lengths[i] - p for i in pack) <= 1600
+    for pack, batch in zip(packs, plan.batches(0)):
+        samples = [plan.sample(i) for i in pack]
+        p = batch["shared_prefix"]
+        assert p == samples[0].prefix_len > 0 and batch["cu_seqlens"].tolist()[1] == p
+        assert batch["input_ids"][0, :p].tolist() == samples[0].input_ids[:p].tolist()
+        rest = np.concatenate([s.input_ids[p:] for s in samples])
+        assert batch["input_ids"][0, p:].tolist() == rest.tolist()
+        assert batch["positions"][0].tolist() == list(range(p)) + [j for s in samples for j in range(p, len(s))]
+        # the same loss positions and targets as with a copy per sample
+        assert batch["labels"][0].tolist() == [IGNORE] * p + np.concatenate([s.labels[p:] for s in samples]).tolist()
+        assert (batch["labels"] != IGNORE).sum() == sum((s.labels != IGNORE).sum() for s in samples)
+    resumed = [b["ids"] for b in plan.batches(0, start=1)]
+    assert resumed == [[plan.corpus.rows[i].key for i in p] for p in packs[1:]]
+    other = plan.sample(1)
+    other.input_ids = other.input_ids.copy()
+    other.input_ids[5] += 1  # a different system turn (e.g. another speaker's)
+    with pytest.raises(ValueError, match="system turn"):
+        collate([plan.sample(0), other], share_prefix=True)
+
+
 def test_a_sequence_longer_than_a_batch_is_refused(corpus):
     with pytest.raises(DataError, match="raise data.max_tokens"):
         PackPlan(corpus, max_tokens=64)

@@ -264,6 +264,18 @@ def test_builtin_sentences(lang, lo, hi):
         assert line[-1] in ".!?。！？", line
 
 
+def test_builtin_basic_sentences_match_their_generator(tmp_path):
+    from engine.data import basic_en
+
+    lines = BUILTIN_TEXTS["en-basic"].read_text(encoding="utf-8").splitlines()
+    assert lines == basic_en.sentences(), "regenerate with: python -m engine.data.basic_en"
+    assert len(set(lines)) == len(lines) == 5000 and len(basic_en.vocabulary(lines)) < 300
+    spec_file = tmp_path / "basic.yaml"
+    spec_file.write_text("count: 20\ntexts:\n  - builtin: [en-basic]\n    limit: 50\n")
+    tasks = GenerationSpec.load(spec_file).expand()
+    assert len(tasks) == 20 and {t.lang for t in tasks} == {"en"} and {t.text for t in tasks} <= set(lines[:50])
+
+
 def test_builtin_config(monkeypatch):
     monkeypatch.setattr(engine.speakers, "BUILTIN_SPEAKERS", make_speakers(Path(pytest.importorskip("tempfile").mkdtemp()) / "sp"))
     spec = GenerationSpec.load(CONFIGS / "builtin.yaml")

@@ -8,7 +8,7 @@ import torch
 
 from distill.models import LlamaStudent, LlamaStudentConfig, Step1Config, Step1ForCausalLM
 from distill.models import step1 as step1_module
-from distill.models.cache import step_inputs
+from distill.models.cache import packed_step_inputs, step_inputs
 from kernels import use_backend
 
 VOCAB = 300
@@ -54,6 +54,37 @@ def test_packed_forward_and_grads_equal_sequences_alone(kind):
         torch.testing.assert_close(packed_grads[name], p.grad, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["step1", "llama"])
+def test_a_shared_prefix_equals_a_copy_per_sequence(kind):
+    """A system turn placed once per pack: every later segment continues it. Hidden states of the
+    prefix and of each continuation, and the gradients, equal the packing with one copy each."""
+    model = small(kind)
+    gen = torch.Generator().manual_seed(1)
+    prefix = torch.randint(0, VOCAB, (11,), generator=gen)
+    rests = [torch.randint(0, VOCAB, (n,), generator=gen) for n in (6, 1, 17)]
+    copies = torch.cat([torch.cat([prefix, r]) for r in rests])[None]
+    cu = torch.tensor([0, *torch.tensor([11 + len(r) for r in rests]).cumsum(0).tolist()], dtype=torch.int32)
+    shared = torch.cat([prefix, *rests])[None]
+    cu_shared = torch.tensor([0, 11, *(11 + torch.tensor([len(r) for r in rests]).cumsum(0)).tolist()],
+                             dtype=torch.int32)
+
+    want = model.model(copies, cu_seqlens=cu)
+    keep = [0] + [int(cu[i]) + 11 + j for i, r in enumerate(rests) for j in range(len(r))]
+    keep = list(range(11)) + keep[1:]  # the first copy's prefix, then every continuation
+    got = model.model(shared, cu_seqlens=cu_shared, shared_prefix=11)
+    torch.testing.assert_close(got, want[:, keep], atol=1e-5, rtol=1e-5)
+
+    weights = torch.randn(got.shape, generator=gen)
+    (got[:, 11:] * weights[:, 11:]).sum().backward()  # the loss never sits on the prefix
+    shared_grads = {n: p.grad.clone() for n, p in model.model.named_parameters()}
+    model.zero_grad()
+    (want[:, keep[11:]] * weights[:, 11:]).sum().backward()
+    for name, p in model.model.named_parameters():
+        torch.testing.assert_close(shared_grads[name], p.grad, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="first segment"):
+        model.model(shared, cu_seqlens=cu_shared, shared_prefix=5)
+
+
 def test_packed_logits_through_the_lm():
     model = small("step1")
     seqs, ids, cu = packed_batch()
@@ -92,6 +123,9 @@ def test_kernel_only_without_cache_history_or_padding(triton_backend):
     assert model.fused_attention(step_inputs(ids, None, mask, None)) is None  # left padding
     with use_backend("reference"):
         assert model.fused_attention(step_inputs(ids, None, None, None)) is None
+    cu = torch.tensor([0, 4, 10], dtype=torch.int32)
+    shared = packed_step_inputs(torch.zeros(1, 10, dtype=torch.long), cu, shared_prefix=4)
+    assert model.fused_attention(shared) is None  # the kernel has no shared prefix
 
 
 def test_without_kernels_package_the_model_uses_its_reference(triton_backend, monkeypatch):
