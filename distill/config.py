@@ -53,6 +53,7 @@ DEFAULTS: dict = {
         "student_eval": True,     # after training: generate the held-out prompts and score them
         "max_seconds": 12.0,      # generation limit per held-out prompt
         "limit": None,            # score only the first N held-out prompts
+        "sampling": {},           # decoding: temperature, top_k, top_p (default 0.7, off, off)
     },
     "logging": {
         "tensorboard": True,
@@ -156,6 +157,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError("train.min_lr_ratio must be within 0..1")
     if cfg["data"]["heldout"] < 0:
         raise ConfigError("data.heldout must be >= 0")
+    sampling = cfg["eval"]["sampling"]
+    if not isinstance(sampling, dict) or set(sampling) - {"temperature", "top_k", "top_p"}:
+        raise ConfigError(f"eval.sampling takes temperature, top_k and top_p, got {sampling!r}")
     if not isinstance(cfg["data"]["share_prefix"], bool):
         raise ConfigError(f"data.share_prefix must be true or false, got {cfg['data']['share_prefix']!r}")
 

@@ -65,7 +65,7 @@ def teacher_audio(shard: str, offset: int) -> bytes:
 
 def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, *, engine: str = "auto",
                      filter_config=None, limit: int | None = None, max_seconds: float | None = None,
-                     progress: bool = True, ray_address=None) -> dict:
+                     sampling: dict | None = None, progress: bool = True, ray_address=None) -> dict:
     """Generate the prompts with the student, decode, filter, and write ``out/eval.json``.
 
     Args:
@@ -78,6 +78,8 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
             overrides the thresholds of the teacher run's spec (the default), else the defaults.
         limit: evaluate only the first N prompts. max_seconds: audio length cap per prompt
             (default: the LM teacher's, 30 s).
+        sampling: decoding options of the LM teacher (``temperature``, ``top_k``, ``top_p``;
+            default upstream's: temperature 0.7, no top-k or nucleus).
     Returns:
         the eval.json content (see :mod:`distill.eval_report` for ``rows`` and ``aggregate``).
     Raises:
@@ -93,14 +95,16 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
         raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
     records, skipped = read_prompts(prompts)
     kind = pick_engine(student_type, engine)
-    spec = f"{kind}:{student}" + (f"?max_seconds={max_seconds:g}" if max_seconds else "")
+    options = {**({"max_seconds": f"{max_seconds:g}"} if max_seconds else {}), **_sampling(sampling)}
+    spec = f"{kind}:{student}" + ("?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
     generator, codec = _identify(spec, "melvq")
     runs = teacher_runs(records, Path(prompts))
     run = RunDir(out)
     identity = {"kind": "eval", "student": str(student), "student_type": student_type,
                 "student_fingerprint": student_fingerprint(student), "prompts_path": str(prompts),
                 "prompts_hash": prompts_hash(records), "teacher": generator.id, "engine": kind,
-                "max_seconds": generator.options["max_seconds"], "codec": codec.version}
+                "max_seconds": generator.options["max_seconds"], "codec": codec.version,
+                "sampling": {k: generator.options[k] for k in SAMPLING_KEYS}}
     with run.lock():
         _claim(run, identity, records, runs)
         if run.recover():
@@ -121,6 +125,20 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
 
 
 # -- inputs --------------------------------------------------------------------------------------
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p")
+
+
+def _sampling(sampling: dict | None) -> dict[str, str]:
+    """Decoding options as LM teacher spec options; ValueError on an unknown one."""
+    out = {}
+    for key, value in (sampling or {}).items():
+        if key not in SAMPLING_KEYS:
+            raise ValueError(f"unknown sampling option {key!r} (choose {', '.join(SAMPLING_KEYS)})")
+        if value is not None:
+            out[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    return out
+
 
 def check_student(path: str | Path) -> tuple[Path, str]:
     """(absolute dir, model type) of a student checkpoint; ValueError when it is not one."""
@@ -259,8 +277,8 @@ def _check_same(run: RunDir, info: dict, identity: dict) -> None:
                        f"{info.get('prompts_hash')}; these hash {identity['prompts_hash']}); use another --out")
     if info.get("teacher") != identity["teacher"]:
         raise RunError(f"{run.path} was generated with {info.get('teacher')} (engine {info.get('engine')}, "
-                       f"max_seconds {info.get('max_seconds')}), not {identity['teacher']}; use the same "
-                       "--engine and --max-seconds, or another --out")
+                       f"max_seconds {info.get('max_seconds')}, sampling {info.get('sampling')}), not "
+                       f"{identity['teacher']}; use the same --engine, --max-seconds and sampling, or another --out")
 
 
 def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, generator, codec,
@@ -323,7 +341,7 @@ def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Pro
     scored = [r for r in manifest if r["id"] in mine]
     return {
         **{k: identity[k] for k in ("student", "student_type", "student_fingerprint", "engine",
-                                    "max_seconds", "prompts_hash", "codec")},
+                                    "max_seconds", "prompts_hash", "codec", "sampling")},
         "generator": identity["teacher"], "prompts": identity["prompts_path"],
         "n_prompts": len(rows), "n_prompts_in_file": len(records), "duplicates_skipped": skipped,
         "run": str(run.path),

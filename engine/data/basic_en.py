@@ -3,9 +3,9 @@
     python -m engine.data.basic_en            # rewrites engine/data/sentences_en-basic.txt
 
 A tiny student trained on a few thousand utterances cannot learn English spelling-to-sound from
-300 sentences with an open vocabulary: it memorises them. These sentences reuse about 350 common
-words in a handful of plain grammatical frames, so every word is heard in hundreds of contexts and
-a held-out sentence is a new combination of known words. The file is generated deterministically
+300 sentences with an open vocabulary: it memorises them. These 12,000 sentences reuse about 250
+common words in a handful of plain grammatical frames, so every word is heard in hundreds of
+contexts and a held-out sentence is a new combination of known words. The file is generated deterministically
 (seeded) and checked against this generator by the tests.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 OUT = Path(__file__).parent / "sentences_en-basic.txt"
-COUNT = 5000
+COUNT = 12000
 SEED = 2025
 
 NAMES = "Anna Ben Clara David Emma Frank Grace Henry Lucy Mark Nina Oscar Paul Rose Sam Tom".split()

@@ -11,7 +11,7 @@ The schema (every key but ``texts`` and ``count`` is optional; paths are relativ
     count: 200                  # total tasks, >= 1 (may be left out when quotas give the total)
     texts:                      # one or more sources; texts are pooled per language
       - builtin: [en, zh]       # the packaged sentences (engine/data/sentences_{en,zh}.txt);
-                                # en-basic: 5,000 short closed-vocabulary English ones
+                                # en-basic: 12,000 short closed-vocabulary English ones
       - file: lines.txt         # one text per line, blank lines skipped
         lang: en                # en|zh|ja|ko for the whole source; left out -> from the script
       - file: rows.jsonl        # {"text": ..., "lang": optional} per line

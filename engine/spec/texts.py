@@ -19,7 +19,7 @@ from engine.spec.errors import SpecError
 from engine.spec.textfile import read_utf8
 
 # Built-in text sets and their language: the sentences written for this project (en, zh), and
-# en-basic, 5,000 short sentences over ~250 words for small students (engine/data/basic_en.py).
+# en-basic, 12,000 short sentences over ~250 words for small students (engine/data/basic_en.py).
 BUILTIN_LANGS = {"en": "en", "zh": "zh", "en-basic": "en"}
 BUILTIN_TEXTS = {name: Path(__file__).parent.parent / "data" / f"sentences_{name}.txt" for name in BUILTIN_LANGS}
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")

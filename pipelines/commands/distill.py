@@ -169,7 +169,7 @@ def _student_eval(cfg: dict, out: Path) -> None:
 
     e = cfg["eval"]
     evaluate_student(out, out / "heldout.jsonl", out / "eval", max_seconds=e["max_seconds"],
-                     limit=e["limit"], progress=False)
+                     limit=e["limit"], sampling=e["sampling"], progress=False)
     shutil.copyfile(out / "eval" / "eval.json", out / "eval.json")
 
 

@@ -3,7 +3,7 @@ distilled student through the LM engine, decode them with the codec, run the tea
 and compare the student's CER/WER, SS and accept rate with the teacher's (EVAL/eval.json).
 
 Resumable: a rerun generates only prompts without a manifest row; an EVAL made for another
-student, other prompts or another engine / --max-seconds is refused.
+student, other prompts or another engine / --max-seconds / sampling is refused.
 """
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def register(sub) -> None:
                    help="filter YAML over the teacher run's thresholds (default: those, else the defaults)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts")
     p.add_argument("--max-seconds", type=float, default=None, help="audio length cap per prompt (default 30)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default 0.7, upstream's; 0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest ids (default: all)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus mass (default 1: off)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -33,6 +37,8 @@ def main(args) -> int:
     report = evaluate_student(args.student, args.prompts, args.out, engine=args.engine,
                               filter_config=args.filter_config, limit=args.limit,
                               max_seconds=args.max_seconds, progress=not args.no_progress,
+                              sampling={"temperature": args.temperature, "top_k": args.top_k,
+                                        "top_p": args.top_p},
                               ray_address=args.ray_address)
     print(format_table(report["aggregate"]))
     print(f"eval: {report['n_prompts']}/{report['n_prompts_in_file']} prompts scored; "

@@ -28,6 +28,7 @@ def test_overrides_are_typed_and_reach_nested_keys():
     ("train.precision=int4", "train.precision"),
     ("data.max_tokens=0", "data.max_tokens"),
     ("data.share_prefix=3", "data.share_prefix"),
+    ("eval.sampling={temp: 1}", "eval.sampling"),
     ("train", "section.key=value"),
 ])
 def test_bad_values_name_the_key(override, message):

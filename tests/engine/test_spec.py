@@ -269,7 +269,7 @@ def test_builtin_basic_sentences_match_their_generator(tmp_path):
 
     lines = BUILTIN_TEXTS["en-basic"].read_text(encoding="utf-8").splitlines()
     assert lines == basic_en.sentences(), "regenerate with: python -m engine.data.basic_en"
-    assert len(set(lines)) == len(lines) == 5000 and len(basic_en.vocabulary(lines)) < 300
+    assert len(set(lines)) == len(lines) == 12000 and len(basic_en.vocabulary(lines)) < 300
     spec_file = tmp_path / "basic.yaml"
     spec_file.write_text("count: 20\ntexts:\n  - builtin: [en-basic]\n    limit: 50\n")
     tasks = GenerationSpec.load(spec_file).expand()

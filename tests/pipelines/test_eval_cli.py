@@ -48,6 +48,7 @@ def test_eval_json_matches_the_manifest_and_the_prompts(evaluated):
     assert report["n_prompts"] == len(report["rows"]) == len(manifest) == 3
     assert report["engine"] == "torch" and report["student_type"] == "step1"
     assert report["student"] == str(student.resolve()) and report["max_seconds"] == MAX_SECONDS
+    assert report["sampling"] == {"temperature": 0.7, "top_k": 0, "top_p": 1.0}  # upstream's decoding
     assert report["filter"]["max_cer"] == 0.35 and report["filter"]["from"] == str(teacher.resolve())
     assert report["generation"]["tasks"] == 3 and report["generation"]["audio_s_per_wall_s"] > 0
     for row in report["rows"]:
@@ -103,6 +104,8 @@ def test_bad_input_is_one_line_and_exit_2(evaluated, tmp_path):
     assert "not a student checkpoint" in _fails(teacher, "--prompts", prompts, "--out", tmp_path / "e")
     other = _student(tmp_path / "other", seed=1)
     assert "evaluates another student" in _fails(other, "--prompts", prompts, "--out", out)
+    assert "sampling" in _fails(student, "--prompts", prompts, "--out", out, "--max-seconds", MAX_SECONDS,
+                                "--temperature", "0.3")
     assert not (tmp_path / "e").exists()
 
 
