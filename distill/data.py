@@ -401,32 +401,28 @@ def collate(samples: list[Sample], share_prefix: bool = False) -> dict:
         ``topk_logprobs`` float ``[1, total, k]``.
     """
     p = samples[0].prefix_len if share_prefix and samples else 0
-    if p:
-        head = samples[0].input_ids[:p]
-        for s in samples:
-            if s.prefix_len != p or not np.array_equal(s.input_ids[:p], head) or (s.labels[:p] != IGNORE).any():
-                raise ValueError(f"{s.id} does not share the pack's {p}-token system turn")
-    cut = [slice(p, None)] * len(samples)
-    parts = ([slice(0, p)] if p else []) + cut
-    owners = ([samples[0]] if p else []) + samples
-    lens = [len(s.input_ids[sl]) for s, sl in zip(owners, parts)]
-    positions = [np.arange(n) for n in lens] if not p else [np.arange(p)] + [np.arange(p, len(s)) for s in samples]
+    for s in samples if p else ():
+        same = s.prefix_len == p and np.array_equal(s.input_ids[:p], samples[0].input_ids[:p])
+        if not same or (s.labels[:p] != IGNORE).any():
+            raise ValueError(f"{s.id} does not share the pack's {p}-token system turn")
+    # (sample, slice) per packed segment: the shared turn once, then the rest of each sample.
+    segments = ([(samples[0], slice(0, p))] if p else []) + [(s, slice(p, len(s))) for s in samples]
+    lens = [sl.stop - sl.start for _, sl in segments]
 
-    def cat(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([getattr(s, name)[sl] for s, sl in zip(owners, parts)]))
+    def cat(name: str, k: int | None = None) -> torch.Tensor:
+        parts = [getattr(s, name)[sl] if k is None else getattr(s, name)[sl, :k] for s, sl in segments]
+        return torch.from_numpy(np.concatenate(parts))[None]
 
     batch = {
-        "input_ids": cat("input_ids")[None],
-        "labels": cat("labels")[None],
-        "streams": cat("streams")[None],
-        "positions": torch.from_numpy(np.concatenate(positions))[None],
+        "input_ids": cat("input_ids"),
+        "labels": cat("labels"),
+        "streams": cat("streams"),
+        "positions": torch.from_numpy(np.concatenate([np.arange(sl.start, sl.stop) for _, sl in segments]))[None],
         "cu_seqlens": torch.from_numpy(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)),
         "shared_prefix": p,
         "ids": [s.id for s in samples],
     }
     if samples and all(s.topk_ids is not None for s in samples):
         k = min(s.topk_ids.shape[1] for s in samples)
-        batch["topk_ids"] = torch.from_numpy(np.concatenate([s.topk_ids[sl, :k] for s, sl in zip(owners, parts)]))[None]
-        batch["topk_logprobs"] = torch.from_numpy(
-            np.concatenate([s.topk_logprobs[sl, :k] for s, sl in zip(owners, parts)]))[None]
+        batch["topk_ids"], batch["topk_logprobs"] = cat("topk_ids", k), cat("topk_logprobs", k)
     return batch
