@@ -62,6 +62,7 @@ DEFAULTS: dict = {
 }
 
 ARCHES = ("step1", "llama")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p")  # eval.sampling: the LM teacher's decoding options
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -158,7 +159,7 @@ def validate(cfg: dict) -> None:
     if cfg["data"]["heldout"] < 0:
         raise ConfigError("data.heldout must be >= 0")
     sampling = cfg["eval"]["sampling"]
-    if not isinstance(sampling, dict) or set(sampling) - {"temperature", "top_k", "top_p"}:
+    if not isinstance(sampling, dict) or set(sampling) - set(SAMPLING_KEYS):
         raise ConfigError(f"eval.sampling takes temperature, top_k and top_p, got {sampling!r}")
     if not isinstance(cfg["data"]["share_prefix"], bool):
         raise ConfigError(f"data.share_prefix must be true or false, got {cfg['data']['share_prefix']!r}")

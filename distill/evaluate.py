@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from distill.config import SAMPLING_KEYS
 from distill.eval_prompts import Prompt, prompts_hash, read_prompts
 from distill.eval_report import aggregate, eval_rows
 from engine.synthesize import SynthesisWorker
@@ -125,9 +126,6 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
 
 
 # -- inputs --------------------------------------------------------------------------------------
-
-SAMPLING_KEYS = ("temperature", "top_k", "top_p")
-
 
 def _sampling(sampling: dict | None) -> dict[str, str]:
     """Decoding options as LM teacher spec options; ValueError on an unknown one."""
