@@ -48,6 +48,8 @@ DEFAULTS: dict = {
         "eval_every": 50,
         "save_every": 50,
         "keep_checkpoints": 2,
+        "dropout": 0.0,           # residual dropout on attention and MLP outputs while training
+        "export": "best",         # best (lowest held-out loss) | last: the weights STUDENT gets
     },
     "eval": {
         "student_eval": True,     # after training: generate the held-out prompts and score them
@@ -64,6 +66,7 @@ DEFAULTS: dict = {
 ARCHES = ("step1", "llama")
 SAMPLING_KEYS = ("temperature", "top_k", "top_p")  # eval.sampling: the LM teacher's decoding options
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EXPORTS = ("best", "last")
 
 
 class ConfigError(ValueError):
@@ -156,6 +159,10 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"train.warmup_steps must be within 0..train.steps-1, got {t['warmup_steps']}")
     if not 0 <= t["min_lr_ratio"] <= 1:
         raise ConfigError("train.min_lr_ratio must be within 0..1")
+    if isinstance(t["dropout"], bool) or not isinstance(t["dropout"], (int, float)) or not 0 <= t["dropout"] < 1:
+        raise ConfigError(f"train.dropout must be within 0..1 (exclusive), got {t['dropout']!r}")
+    if t["export"] not in EXPORTS:
+        raise ConfigError(f"train.export must be one of {', '.join(EXPORTS)}, got {t['export']!r}")
     if cfg["data"]["heldout"] < 0:
         raise ConfigError("data.heldout must be >= 0")
     sampling = cfg["eval"]["sampling"]

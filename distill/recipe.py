@@ -162,7 +162,9 @@ class DistillRecipe:
         self.cfg, self.runs, self.out = cfg, [str(r) for r in runs], Path(out)
         self.ckpt_dir = self.out / "checkpoints"
         self.logs = self.out / "logs"
-        self.state = {"step": 0, "epoch": 0, "pack": 0, "tokens": 0, "wall_s": 0.0}
+        # best_*: the lowest held-out loss so far and its step, whose weights wait in best_dir().
+        self.state = {"step": 0, "epoch": 0, "pack": 0, "tokens": 0, "wall_s": 0.0,
+                      "best_loss": None, "best_step": 0}
         self.writer = self.wandb = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -175,6 +177,7 @@ class DistillRecipe:
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if self.on_gpu else "cpu")
         torch.manual_seed(self.cfg["train"]["seed"])
         student = build_student(self.cfg)
+        student.model.set_dropout(self.cfg["train"]["dropout"])
         self._setup_data(student)
         from distill.losses import DistillLoss
 
@@ -215,6 +218,7 @@ class DistillRecipe:
         self.state.update(client["state"])
         if self.rank == 0:
             trim_metrics(self.logs / "metrics.jsonl", self.state["step"])
+            self._drop_other_bests()
             print(f"resumed from {tag}: step {self.state['step']}, epoch {self.state['epoch']}, "
                   f"pack {self.state['pack']}", flush=True)
 
@@ -239,7 +243,42 @@ class DistillRecipe:
             for old in tags[: -self.cfg["train"]["keep_checkpoints"]]:
                 if old != tag:
                     shutil.rmtree(self.ckpt_dir / old, ignore_errors=True)
+            self._drop_other_bests()
         torch.distributed.barrier()
+
+    def best_dir(self, step: int) -> Path:
+        return self.ckpt_dir / f"best-{step:07d}"
+
+    def _keep_if_best(self, eval_loss: float) -> None:
+        """With ``train.export: best``, export the weights of a new lowest held-out loss to
+        best_dir(step). The previous best stays until a checkpoint records the new one, so a kill
+        in between resumes with the best its state names."""
+        if self.cfg["train"]["export"] != "best":
+            return
+        best = self.state["best_loss"]
+        if best is not None and eval_loss >= best:
+            return
+        self.state.update(best_loss=eval_loss, best_step=self.state["step"])
+        self._export(self.best_dir(self.state["step"]))
+
+    def _drop_other_bests(self) -> None:
+        """Remove best-* exports other than the one the current state names (rank 0)."""
+        keep = self.best_dir(self.state["best_step"]).name if self.state["best_step"] else None
+        for d in self.ckpt_dir.glob("best-*"):
+            if d.name != keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _export(self, out: Path) -> None:
+        """The student's HF dir into ``out`` (rank 0), gathering ZeRO-3 shards first."""
+        student = self.engine.module.student
+        if self.cfg["train"]["zero_stage"] == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
+                if self.rank == 0:
+                    export_student(student, out)
+        elif self.rank == 0:
+            export_student(student, out)
 
     # -- training ---------------------------------------------------------------------------------
     def _micro_batches(self):
@@ -276,7 +315,9 @@ class DistillRecipe:
                 self._log(window.summary(self.world, self.scheduler.get_last_lr()[0], self.state["epoch"]))
                 window = _Window()
             if self.eval_plan is not None and (step % t["eval_every"] == 0 or step == t["steps"]):
-                self._log(self.evaluate())
+                metrics = self.evaluate()
+                self._log(metrics)
+                self._keep_if_best(metrics["eval_loss"])
             if step % t["save_every"] == 0 or step == t["steps"]:
                 self.save_checkpoint()
 
@@ -331,18 +372,23 @@ class DistillRecipe:
 
     # -- cleanup -----------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Export the student (rank 0) and close logs and the process group."""
+        """Export the student (rank 0): the best held-out step's weights with ``train.export:
+        best`` (the last step's without held-out rows), else the last step's; close logs and the
+        process group."""
         student = self.engine.module.student
-        if self.cfg["train"]["zero_stage"] == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
-                if self.rank == 0:
-                    export_student(student, self.out)
-        elif self.rank == 0:
-            export_student(student, self.out)
+        best = self.state["best_step"] if self.cfg["train"]["export"] == "best" else 0
+        if best:
+            if self.rank == 0:
+                copy_student(self.best_dir(best), self.out)
+        else:
+            self._export(self.out)
         if self.rank == 0:
             from manifests.atomic import write_json
+
+            exported = {"step": best or self.state["step"],
+                        "eval_loss": self.state["best_loss"] if best else None,
+                        "rule": "lowest held-out loss" if best else "last step"}
+            print(f"exported the step-{exported['step']} student ({exported['rule']})", flush=True)
 
             write_json(self.out / "train.json", {
                 "status": "done", "step": self.state["step"], "epochs": self.state["epoch"],
@@ -350,6 +396,7 @@ class DistillRecipe:
                 "fingerprint": model_fingerprint(self.cfg), "runs": self.runs,
                 "train_rows": len(self.train_rows), "heldout_rows": len(self.heldout),
                 "parameters": sum(p.numel() for p in student.parameters()),
+                "exported": exported,
                 "last": last_metrics(self.logs / "metrics.jsonl")})
             if self.writer is not None:
                 self.writer.close()
@@ -396,9 +443,26 @@ def export_student(student: nn.Module, out: Path) -> None:
     last (its presence means a complete student)."""
     from distill.models import export
 
+    tmp = _fresh_tmp(out)
+    export(student, tmp)
+    _move_in(tmp, out)
+
+
+def copy_student(src: Path, out: Path) -> None:
+    """Copy an exported HF dir into ``out`` the way :func:`export_student` writes one."""
+    tmp = _fresh_tmp(out)
+    shutil.copytree(src, tmp)
+    _move_in(tmp, out)
+
+
+def _fresh_tmp(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    export(student, tmp)
+    return tmp
+
+
+def _move_in(tmp: Path, out: Path) -> None:
     (out / "config.json").unlink(missing_ok=True)
     for f in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
         os.replace(f, out / f.name)

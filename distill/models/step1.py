@@ -124,9 +124,16 @@ class Step1DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
+    dropout = 0.0  # on each residual branch while training (set by Step1Model.set_dropout)
+
     def forward(self, x: torch.Tensor, step: StepInputs, layer: int) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), step, layer)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = x + self._drop(self.self_attn(self.input_layernorm(x), step, layer))
+        return x + self._drop(self.mlp(self.post_attention_layernorm(x)))
+
+    def _drop(self, branch: torch.Tensor) -> torch.Tensor:
+        if self.training and self.dropout:
+            return F.dropout(branch, self.dropout, training=True)
+        return branch
 
 
 class Step1Model(nn.Module):
@@ -142,6 +149,12 @@ class Step1Model(nn.Module):
                                     for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self._slopes: dict = {}
+
+    def set_dropout(self, p: float) -> None:
+        """Residual dropout ``p`` on every layer's attention and MLP outputs, in training mode only
+        (a training setting: it is not part of the exported config)."""
+        for layer in self.layers:
+            layer.dropout = float(p)
 
     def slopes(self, device) -> torch.Tensor:
         key = str(device)

@@ -44,6 +44,8 @@ def main(args) -> int:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps else [])
     cfg = load_config(args.config, overrides)
+    if cfg["student"]["init"]:  # relative to where the command runs, like the run dirs
+        cfg["student"]["init"] = str(Path(cfg["student"]["init"]).resolve())
     out = Path(args.out)
     runs = [str(Path(r).resolve()) for r in args.runs]
     world = _world(args)

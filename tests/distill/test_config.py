@@ -29,6 +29,9 @@ def test_overrides_are_typed_and_reach_nested_keys():
     ("data.max_tokens=0", "data.max_tokens"),
     ("data.share_prefix=3", "data.share_prefix"),
     ("eval.sampling={temp: 1}", "eval.sampling"),
+    ("train.dropout=1", "train.dropout"),
+    ("train.dropout=yes", "train.dropout"),
+    ("train.export=first", "train.export"),
     ("train", "section.key=value"),
 ])
 def test_bad_values_name_the_key(override, message):

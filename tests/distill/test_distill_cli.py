@@ -51,6 +51,13 @@ def test_distill_trains_exports_and_logs(trained):
     assert info["status"] == "done" and info["step"] == 16
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000016"
     assert len(list((out / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
+    best = min(evals, key=lambda m: m["eval_loss"])  # train.export: best (the default)
+    assert info["exported"] == {"step": best["step"], "eval_loss": pytest.approx(best["eval_loss"]),
+                                "rule": "lowest held-out loss"}
+    kept = [p.name for p in (out / "checkpoints").glob("best-*")]
+    assert kept == [f"best-{best['step']:07d}"]
+    assert (out / "model.safetensors").read_bytes() == \
+        (out / "checkpoints" / kept[0] / "model.safetensors").read_bytes()
     assert list((out / "logs" / "tb").glob("events.*"))
     assert len((out / "heldout.jsonl").read_text().splitlines()) >= 2
     assert f"student: {out}" in proc.stdout
@@ -97,6 +104,21 @@ def test_kill_9_mid_training_resumes_the_same_curve(trained, filtered_run, tmp_p
     resumed, reference = train_curve(out), train_curve(ref)
     for step in range(1, 17):  # same data order, same optimizer state: the same curve
         assert resumed[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step
+    exported = [json.loads((d / "train.json").read_text())["exported"]["step"] for d in (out, ref)]
+    assert exported[0] == exported[1]
+
+
+def test_init_starts_from_a_trained_student(trained, filtered_run, tmp_path, capsys):
+    ref, _ = trained
+    code, err = in_process(capsys, "distill", filtered_run, "--out", tmp_path / "llama", *TINY,
+                           "--set", f"student.init={ref}", "--set", "student.arch=llama")
+    assert code == 2 and "is a step1 checkpoint but student.arch is llama" in err
+    out = tmp_path / "more"
+    stepforge("distill", filtered_run, "--out", out, "--steps", 2, *TINY, "--set", f"student.init={ref}",
+              "--set", "train.warmup_steps=1", check=True)
+    fresh = train_curve(ref)
+    assert train_curve(out)[1] < (fresh[1] + fresh[16]) / 2  # it starts where the reference ended
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
 
 
 def in_process(capsys, *args) -> tuple[int, str]:
@@ -145,8 +167,11 @@ def test_unfiltered_and_missing_runs_fail_in_one_line(tmp_path, capsys):
 def test_the_same_recipe_runs_under_ray_train(filtered_run, tmp_path):
     out = tmp_path / "ray"
     proc = stepforge("distill", filtered_run, "--out", out, "--steps", 2, *TINY, "--set", "train.warmup_steps=1",
-                     "--ray-address", "local",
+                     "--set", "train.export=last", "--ray-address", "local",
                      check=True)
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
-    assert json.loads((out / "train.json").read_text())["world"] == 1
+    info = json.loads((out / "train.json").read_text())
+    assert info["world"] == 1
+    assert info["exported"] == {"step": 2, "eval_loss": None, "rule": "last step"}
+    assert not list((out / "checkpoints").glob("best-*"))
     assert f"student: {out}" in proc.stdout

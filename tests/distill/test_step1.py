@@ -69,6 +69,20 @@ def literal_forward(model, ids):
     return rms(x, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
 
 
+def test_residual_dropout_acts_only_in_training():
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(5))
+    plain, dropped = small_step1(), small_step1()
+    dropped.model.set_dropout(0.5)
+    dropped.eval()
+    torch.testing.assert_close(dropped(ids).logits, plain.eval()(ids).logits, rtol=0, atol=0)
+    dropped.train()
+    torch.manual_seed(0)
+    first = dropped(ids).logits
+    torch.manual_seed(1)
+    assert not torch.allclose(first, dropped(ids).logits)  # a new mask per call
+    assert not torch.allclose(first, plain(ids).logits)
+
+
 @pytest.mark.parametrize("n", [1, 4, 6, 8, 12, 48])
 def test_alibi_slopes_follow_the_alibi_paper(n):
     assert torch.allclose(alibi_slopes(n), torch.tensor(literal_slopes(n)), rtol=1e-6)
