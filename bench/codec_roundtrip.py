@@ -1,6 +1,6 @@
 """Round-trip intelligibility of the melvq codec: WER of Whisper on original vs resynthesised speech.
 
-    python -m bench.codec_roundtrip [--codec melvq|WEIGHTS.npz] [--per-sentence 2]
+    python -m bench.codec_roundtrip [--codec melvq|WEIGHTS.npz] [--per-sentence 2] [--texts random-words]
 
 Held-out English sentences (the last 50 of engine/data/sentences_en.txt, never trained on) are
 rendered with eSpeak NG (English voices, all variants, moderate prosody), preprocessed, then
@@ -69,11 +69,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--codec", default="melvq")
     parser.add_argument("--per-sentence", type=int, default=2, help="renderings per held-out sentence")
+    parser.add_argument("--texts", choices=("sentences", "random-words"), default="sentences",
+                        help="the held-out sentences, or 50 strings of random words (no grammar to guess from)")
     args = parser.parse_args(argv)
 
     from engine.codec import corpus, load_codec
 
-    renderings = corpus.heldout_renderings(per_sentence=args.per_sentence)
+    renderings = corpus.heldout_renderings(per_sentence=args.per_sentence, texts=args.texts)
     wavs = corpus.render_all(renderings)
     texts = [r.text for r in renderings]
     audio_s = sum(len(w) for w in wavs) / 16000

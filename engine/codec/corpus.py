@@ -5,6 +5,7 @@ The text is the project's built-in sentences (engine/data/sentences_{en,zh}.txt)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +104,20 @@ def training_renderings(n: int, seed: int) -> list[Rendering]:
     return [random_rendering(pool[i][0], pool[i][1], rng, TRAIN_VARIANTS) for i in order]
 
 
-def heldout_renderings(per_sentence: int = 1, seed: int = 1234) -> list[Rendering]:
-    """Held-out English renderings with moderate prosody (a teacher's neutral-to-lively range)."""
+def heldout_renderings(per_sentence: int = 1, seed: int = 1234, texts: str = "sentences") -> list[Rendering]:
+    """Held-out English renderings with moderate prosody (a teacher's neutral-to-lively range), of
+    the held-out sentences or (``texts="random-words"``) of :func:`random_word_sentences`."""
     rng = np.random.default_rng(seed)
+    chosen = heldout_sentences() if texts == "sentences" else random_word_sentences(HELDOUT_EN)
     return [random_rendering(s, ENGLISH_VOICES, rng, rate=(130, 250), pitch=(25, 75), range_=(25, 75),
                              volume=(80, 120))
-            for _ in range(per_sentence) for s in heldout_sentences()]
+            for _ in range(per_sentence) for s in chosen]
+
+
+def random_word_sentences(n: int, seed: int = 7, words: tuple[int, int] = (6, 10)) -> list[str]:
+    """``n`` strings of 6-10 words drawn at random from the built-in English sentences' vocabulary:
+    no grammar for the ASR's language model to lean on, so errors are the audio's."""
+    vocab = sorted({w for s in _sentences("en") for w in re.findall(r"[a-z]+", s.lower()) if len(w) > 1})
+    rng = np.random.default_rng(seed)
+    return [" ".join(vocab[i] for i in rng.choice(len(vocab), rng.integers(words[0], words[1] + 1)))
+            for _ in range(n)]

@@ -2,6 +2,8 @@
 and the ``stepforge codec`` commands on files."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -161,3 +163,17 @@ def test_cli_train_tiny_and_rerun_is_a_no_op(tmp_path, capsys):
     assert codec.sizes == (8, 16) and len(codec.tokenize(np.zeros(3840, np.float32))) == 10
     stamp = out.stat().st_mtime_ns
     assert cli(argv) == 0 and "up to date" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
+
+
+def test_the_bench_holds_out_what_the_codec_never_trains_on():
+    from engine.codec import corpus
+
+    trained = {text for text, _ in corpus.training_sentences()}
+    held = corpus.heldout_sentences()
+    assert len(held) == corpus.HELDOUT_EN and not trained & set(held)
+    words = corpus.random_word_sentences(50)
+    assert words == corpus.random_word_sentences(50) and len(set(words)) == 50  # seeded, distinct
+    vocab = {w for text in trained | set(held) for w in re.findall(r"[a-z]+", text.lower())}
+    assert all(6 <= len(s.split()) <= 10 and set(s.split()) <= vocab for s in words)
+    texts = [r.text for r in corpus.heldout_renderings(2, texts="random-words")]
+    assert texts == words * 2
