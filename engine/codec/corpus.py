@@ -115,9 +115,9 @@ def heldout_renderings(per_sentence: int = 1, seed: int = 1234, texts: str = "se
 
 
 def random_word_sentences(n: int, seed: int = 7, words: tuple[int, int] = (6, 10)) -> list[str]:
-    """``n`` strings of 6-10 words drawn at random from the built-in English sentences' vocabulary:
-    no grammar for the ASR's language model to lean on, so errors are the audio's."""
-    vocab = sorted({w for s in _sentences("en") for w in re.findall(r"[a-z]+", s.lower()) if len(w) > 1})
+    """``n`` strings of 6-10 words drawn at random from the ~240 common words of the en-basic
+    sentences: no grammar for the ASR's language model to lean on, so errors are the audio's."""
+    vocab = sorted({w for s in _sentences("en-basic") for w in re.findall(r"[a-z]+", s.lower()) if len(w) > 1})
     rng = np.random.default_rng(seed)
     return [" ".join(vocab[i] for i in rng.choice(len(vocab), rng.integers(words[0], words[1] + 1)))
             for _ in range(n)]
