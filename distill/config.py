@@ -64,6 +64,7 @@ DEFAULTS: dict = {
 }
 
 ARCHES = ("step1", "llama")
+FREE_FORM = ("overrides", "sampling")  # mappings taken whole (checked by validate), not merged by key
 SAMPLING_KEYS = ("temperature", "top_k", "top_p")  # eval.sampling: the LM teacher's decoding options
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EXPORTS = ("best", "last")
@@ -78,7 +79,7 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
     for key, value in (over or {}).items():
         if key not in base:
             raise ConfigError(f"unknown key {where}{key} (known: {', '.join(base)})")
-        if isinstance(base[key], dict) and key != "overrides":
+        if isinstance(base[key], dict) and key not in FREE_FORM:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}{key} must be a mapping")
             out[key] = _merge(base[key], value, f"{where}{key}.")

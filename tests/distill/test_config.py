@@ -18,6 +18,8 @@ def test_overrides_are_typed_and_reach_nested_keys():
     assert cfg["train"]["lr"] == 1e-3 and cfg["student"]["overrides"] == {"num_hidden_layers": 2}
     assert model_fingerprint(cfg) != model_fingerprint(load_config(CONFIGS / "distill_tiny.yaml"))
     assert model_fingerprint(load_config(None, ["train.lr=0.5"])) == model_fingerprint(load_config())
+    sampling = load_config(None, ["eval.sampling={temperature: 0.3, top_k: 20}"])["eval"]["sampling"]
+    assert sampling == {"temperature": 0.3, "top_k": 20}
 
 
 @pytest.mark.parametrize("override, message", [
@@ -28,7 +30,7 @@ def test_overrides_are_typed_and_reach_nested_keys():
     ("train.precision=int4", "train.precision"),
     ("data.max_tokens=0", "data.max_tokens"),
     ("data.share_prefix=3", "data.share_prefix"),
-    ("eval.sampling={temp: 1}", "eval.sampling"),
+    ("eval.sampling={temp: 1}", "eval.sampling takes temperature, top_k and top_p"),
     ("train.dropout=1", "train.dropout"),
     ("train.dropout=yes", "train.dropout"),
     ("train.export=first", "train.export"),
