@@ -95,7 +95,8 @@ class MelVQCodec:
 def from_file(path) -> MelVQCodec:
     """Build a codec from a weights file (see :mod:`engine.codec.weights`)."""
     codebooks, tensors, config = weights.load(path)
-    codebook = DualCodebook(codebooks["vq02"], codebooks["vq06"])
+    # Weights made before the order was configurable have no "codebook" entry: vq02 went first.
+    codebook = DualCodebook(codebooks["vq02"], codebooks["vq06"], config.get("codebook", {}).get("first", "vq02"))
     decoder = None
     if tensors:
         from .decoder import build_decoder

@@ -52,6 +52,9 @@ def _add_train(sub) -> None:
                        help="retrain even if OUT already holds weights trained with these settings")
     for flag, text in _TRAIN_OPTIONS.items():
         train.add_argument(f"--{flag}", type=int, default=None, help=text)
+    train.add_argument("--first", choices=("vq06", "vq02"), default=None,
+                       help="the stream that quantises the cepstra, the other taking the residual "
+                            "(default vq06; weights up to melvq-1+554c77d0 put vq02 first)")
     train.set_defaults(func=train_command)
 
 
@@ -60,7 +63,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     from engine.codec.train import TrainConfig, train
 
-    overrides = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in _TRAIN_OPTIONS}
+    overrides = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in (*_TRAIN_OPTIONS, "first")}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.force and _trained_with(args.out, cfg):
         print(f"{args.out} is up to date (same settings); --force retrains")

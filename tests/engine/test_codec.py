@@ -91,8 +91,39 @@ def test_training_is_deterministic(tmp_path):
     assert ca.sizes == (8, 16) and not np.array_equal(ca.codebook.vq02, cc.codebook.vq02)
 
 
+def test_codebook_order_first_stage_codes_the_cepstra_second_the_residual(tmp_path):
+    from engine.codec import weights
+    from engine.codec.quantize import DualCodebook
+
+    rng = np.random.default_rng(0)
+    q = 3
+    ceps = (rng.normal(size=(12 * 400, q)) * [4.0, 2.0, 1.0]).astype(np.float32)
+    for first in ("vq06", "vq02"):
+        book = DualCodebook.fit(ceps, (16, 32), iters=5, seed=0, first=first)
+        assert book.first == first and book.vq02.shape == (16, 6 * q) and book.vq06.shape == (32, 4 * q)
+        codes02, codes06 = book.encode(ceps)
+        assert (len(codes02), len(codes06)) == (800, 1200)
+        own = {"vq02": (codes02, book.vq02, 6), "vq06": (codes06, book.vq06, 4)}
+        codes, centroids, frames = own[first]
+        # The first stage is nearest-centroid coding of the cepstra themselves ...
+        np.testing.assert_array_equal(codes, assign(ceps.reshape(-1, frames * q), centroids))
+        # ... and the second stage only ever lowers the error the first one left.
+        alone = ((centroids[codes].reshape(-1, q) - ceps) ** 2).mean()
+        both = ((book.reconstruct(codes02, codes06) - ceps) ** 2).mean()
+        assert both < 0.8 * alone
+    with pytest.raises(ValueError, match="first='vq03'"):
+        DualCodebook(book.vq02, book.vq06, "vq03")
+    # Weights written before the order was stored decode and encode as vq02-first.
+    legacy = tmp_path / "legacy.npz"
+    weights.save(legacy, {"vq02": book.vq02, "vq06": book.vq06}, {}, {})
+    old = load_codec(str(legacy))
+    assert old.codebook.first == "vq02"
+    np.testing.assert_array_equal(old.codebook.encode(ceps)[0], assign(ceps.reshape(-1, 6 * q), old.codebook.vq02))
+
+
 def test_shipped_weights_round_trip(codec, speech):
     assert codec.version.startswith("melvq-1+") and codec.sizes == (1024, 4096)
+    assert codec.codebook.first == "vq06"
     resynth = codec.decode(*codec.encode(speech))
     rng = np.random.default_rng(0)
     n = len(codec.encode(speech)[0]) // 2
@@ -161,8 +192,12 @@ def test_cli_train_tiny_and_rerun_is_a_no_op(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     codec = load_codec(str(out))
     assert codec.sizes == (8, 16) and len(codec.tokenize(np.zeros(3840, np.float32))) == 10
+    assert codec.codebook.first == "vq06"
     stamp = out.stat().st_mtime_ns
     assert cli(argv) == 0 and "up to date" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
+    # Another order is another setting: not up to date, and it is stored with the weights.
+    assert cli(argv + ["--first", "vq02"]) == 0 and "wrote" in capsys.readouterr().out
+    assert load_codec(str(out)).codebook.first == "vq02"
 
 
 def test_the_bench_holds_out_what_the_codec_never_trains_on():
