@@ -140,6 +140,7 @@ class SequenceBuilder:
                             f"{STEP_AUDIO.vq02_size}/{STEP_AUDIO.vq06_size}")
         self.layout, self.tok, self._codec = layout, tokenizer, codec
         self._clones: dict = {}  # prompt wav -> its ids (engine.teachers.lm.clone_turn)
+        self.corpus_codec: str | None = None  # set by Corpus.load: the runs' codec version
 
     @property
     def codec(self):
@@ -147,6 +148,9 @@ class SequenceBuilder:
             from engine.codec import load_codec
 
             self._codec = load_codec("melvq")
+        if self.corpus_codec and self._codec.version != self.corpus_codec:
+            raise DataError(f"the runs were tokenized by {self.corpus_codec}; their clone prompts "
+                            f"cannot be tokenized the same way with {self._codec.version}")
         return self._codec
 
     def clone_prompt(self, task: Task) -> ClonePrompt | None:
@@ -245,6 +249,7 @@ class Corpus:
         if len(set(versions.values())) > 1:
             raise DataError(f"the runs were tokenized by different codecs ({versions}); their "
                             "audio ids mean different things")
+        builder.corpus_codec = next(iter(versions.values()), None)
         seen: set[str] = set()
         unique = [r for r in rows if not (r.key in seen or seen.add(r.key))]
         return cls(unique, [builder.length(r) for r in unique], builder, next(iter(versions.values())),

@@ -66,7 +66,8 @@ def teacher_audio(shard: str, offset: int) -> bytes:
 
 def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, *, engine: str = "auto",
                      filter_config=None, limit: int | None = None, max_seconds: float | None = None,
-                     sampling: dict | None = None, progress: bool = True, ray_address=None) -> dict:
+                     sampling: dict | None = None, progress: bool = True, ray_address=None,
+                     codec: str = "melvq") -> dict:
     """Generate the prompts with the student, decode, filter, and write ``out/eval.json``.
 
     Args:
@@ -81,6 +82,9 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
             (default: the LM teacher's, 30 s).
         sampling: decoding options of the LM teacher (``temperature``, ``top_k``, ``top_p``;
             default upstream's: temperature 0.7, no top-k or nucleus).
+        codec: the codec that decodes the student's tokens: ``melvq`` (shipped) or a weights
+            file. It must be the one the student's corpus was tokenized with, which distill
+            records in ``STUDENT/train.json``; another one is refused.
     Returns:
         the eval.json content (see :mod:`distill.eval_report` for ``rows`` and ``aggregate``).
     Raises:
@@ -98,7 +102,9 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
     kind = pick_engine(student_type, engine)
     options = {**({"max_seconds": f"{max_seconds:g}"} if max_seconds else {}), **_sampling(sampling)}
     spec = f"{kind}:{student}" + ("?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
-    generator, codec = _identify(spec, "melvq")
+    codec_spec = codec
+    generator, codec = _identify(spec, codec_spec)
+    check_codec(student, codec)
     runs = teacher_runs(records, Path(prompts))
     run = RunDir(out)
     identity = {"kind": "eval", "student": str(student), "student_type": student_type,
@@ -112,7 +118,8 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
             print("recovered: removed uncommitted shards of an interrupted eval", file=sys.stderr)
         config = _filter_config(run, filter_config)  # a bad config fails before any generation
         wanted = records[:limit] if limit else records
-        generated = _generate(run, wanted, len(records), spec, generator, codec, runs, progress, ray_address)
+        generated = _generate(run, wanted, len(records), spec, generator, codec, codec_spec, runs, progress,
+                              ray_address)
         from pipelines.commands.filter import filter_run
 
         filter_run(run, config, ray_address, progress, quiet=True)
@@ -158,6 +165,26 @@ def check_student(path: str | Path) -> tuple[Path, str]:
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise ValueError(f"{path} is not a student checkpoint (no weights)")
     return path.resolve(), kind
+
+
+def check_codec(student: Path, codec) -> None:
+    """Refuse a codec other than the one the student's training corpus was tokenized with: the same
+    ids mean different sounds under other codebooks. The codec is recorded in
+    ``STUDENT/train.json`` by distill; for students trained before that record, the ``run.json``
+    of the corpus runs that train.json lists. A student with neither is not checked."""
+    import json
+
+    try:
+        info = json.loads((Path(student) / "train.json").read_text())
+        trained = info.get("codec")
+        for run in ([] if trained else info.get("runs") or []):
+            trained = json.loads((Path(run) / "run.json").read_text()).get("codec")
+            break
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    if trained and trained != codec.version:
+        raise ValueError(f"{student} was distilled from {trained} tokens, but the codec is {codec.version}; "
+                         f"pass --codec with the {trained} weights file")
 
 
 def pick_engine(student_type: str, engine: str = "auto") -> str:
@@ -280,7 +307,7 @@ def _check_same(run: RunDir, info: dict, identity: dict) -> None:
 
 
 def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, generator, codec,
-              runs: dict, progress: bool, address) -> int:
+              codec_spec: str, runs: dict, progress: bool, address) -> int:
     """Generate the prompts without a manifest row; returns how many were generated."""
     from engine import __version__
     from engine.synthesize import Lineage, next_work, run_synthesis
@@ -289,7 +316,7 @@ def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, 
     if todo:
         lineage = Lineage(spec_hash=run.info()["prompts_hash"], teacher_id=generator.id,
                           codec_version=codec.version, stepforge_version=__version__)
-        stats = run_synthesis(run, todo, spec, lineage, codec="melvq", resources=generator.resources,
+        stats = run_synthesis(run, todo, spec, lineage, codec=codec_spec, resources=generator.resources,
                               batch_size=generator.batch_size, address=address, progress=progress,
                               worker=EvalWorker, worker_kwargs={"references": _references(wanted, runs)})
         total = run.info().get("stages", {}).get("eval", {}).get("generation") or {}

@@ -395,6 +395,7 @@ class DistillRecipe:
                 "wall_s": round(self.state["wall_s"], 2), "world": self.world,
                 "fingerprint": model_fingerprint(self.cfg), "runs": self.runs,
                 "train_rows": len(self.train_rows), "heldout_rows": len(self.heldout),
+                "codec": self.train_rows.codec_version,
                 "parameters": sum(p.numel() for p in student.parameters()),
                 "exported": exported,
                 "last": last_metrics(self.logs / "metrics.jsonl")})

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class SynthesisWorker:
         from engine.teachers import make_teacher
 
         self.codec = load_codec(codec)
-        self.teacher = make_teacher(teacher)
+        self.teacher = make_teacher(teacher, codec=self.codec)  # tokenise with what decodes
 
     def __call__(self, batch: dict) -> dict:
         rows = batch_rows(batch)
@@ -142,6 +143,11 @@ class ShardCommitter:
         self.samples, self.rows = [], []
 
 
+def _absolute(codec: str) -> str:
+    """A weights path as the actors must see it, whatever their working directory."""
+    return codec if codec == "melvq" else str(Path(codec).resolve())
+
+
 def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage, *,
                   codec: str = "melvq", resources: dict | None = None, shard_size: int = SHARD_SIZE,
                   batch_size: int = BATCH_SIZE, workers: int | None = None,
@@ -159,7 +165,7 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
     bar = tqdm(total=len(todo), unit="task", desc="synthesize", disable=not progress)
     try:
         results = map_pool([w.row() for w in todo], worker,
-                           {"teacher": teacher, "codec": codec, **(worker_kwargs or {})},
+                           {"teacher": teacher, "codec": _absolute(codec), **(worker_kwargs or {})},
                            resources or {"num_cpus": 1},
                            batch_size=batch_size, workers=workers, address=address)
         for batch in results:

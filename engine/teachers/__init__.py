@@ -11,7 +11,7 @@ from engine.teachers.reference import ReferenceTeacher
 LM_KINDS = ("vllm", "http", "torch")
 
 
-def make_teacher(spec: str) -> Teacher:
+def make_teacher(spec: str, codec=None) -> Teacher:
     """Build a teacher from its command-line spec.
 
     Args:
@@ -19,17 +19,20 @@ def make_teacher(spec: str) -> Teacher:
             ``"vllm:MODEL_DIR"``, ``"http:URL"``, ``"torch:MODEL_DIR"`` with optional
             ``?key=value&...`` options (see :mod:`engine.teachers.lm`), e.g.
             ``"vllm:student/?topk=5&max_seconds=20"``.
+        codec: the codec (a ``MelVQCodec``) the teacher tokenises audio with (its renderings,
+            clone prompts); None = the shipped codec. A job passes the codec it decodes with, so
+            that the two always agree.
     Raises:
         ValueError: an unknown kind, a bad option, or a model dir that cannot be used.
     """
     spec = spec.strip()
     kind, _, _location = spec.partition(":")
     if spec == "reference":
-        return ReferenceTeacher()
+        return ReferenceTeacher(codec=codec)
     if kind in LM_KINDS or spec.startswith(("http://", "https://")):
         from engine.teachers.lm import LMTeacher
 
-        return LMTeacher(spec)
+        return LMTeacher(spec, codec=codec)
     raise ValueError(f"unknown teacher {spec!r} (choose reference, vllm:DIR, http:URL or torch:DIR)")
 
 

@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help="sampling temperature (default 0.7, upstream's; 0 = greedy)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest ids (default: all)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus mass (default 1: off)")
+    p.add_argument("--codec", default="melvq",
+                   help="codec that decodes the student's tokens: melvq (shipped) or the weights file its "
+                        "corpus was tokenized with (checked against STUDENT/train.json)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -39,7 +42,7 @@ def main(args) -> int:
                               max_seconds=args.max_seconds, progress=not args.no_progress,
                               sampling={"temperature": args.temperature, "top_k": args.top_k,
                                         "top_p": args.top_p},
-                              ray_address=args.ray_address)
+                              ray_address=args.ray_address, codec=args.codec)
     print(format_table(report["aggregate"]))
     print(f"eval: {report['n_prompts']}/{report['n_prompts_in_file']} prompts scored; "
           f"{report['run']}/eval.json")

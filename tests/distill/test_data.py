@@ -140,6 +140,18 @@ def test_a_student_with_other_codebooks_is_refused(builder):
         SequenceBuilder(other, builder.tok)
 
 
+def test_clone_prompts_are_tokenized_only_by_the_corpus_codec(corpus, builder):
+    from engine.codec import load_codec
+
+    assert builder.corpus_codec == corpus.codec_version == load_codec().version
+    assert builder.codec.version == corpus.codec_version
+    tok, layout = load_tokenizer(None, Step1Config.preset("tiny").to_dict())
+    old = SequenceBuilder(layout, tok)
+    old.corpus_codec = "melvq-1+00000000"  # a corpus from other codebooks
+    with pytest.raises(DataError, match="melvq-1[+]00000000"):
+        old.codec
+
+
 def test_a_missing_run_is_refused(tmp_path, builder):
     with pytest.raises(DataError, match="not a stepforge run"):
         Corpus.load([tmp_path / "nope"], builder)

@@ -36,7 +36,7 @@ def trained(filtered_run, tmp_path_factory):
     return out, proc
 
 
-def test_distill_trains_exports_and_logs(trained):
+def test_distill_trains_exports_and_logs(trained, filtered_run):
     out, proc = trained
     from distill.models import load_student
 
@@ -49,6 +49,10 @@ def test_distill_trains_exports_and_logs(trained):
     assert [m["step"] for m in evals] == [8, 16]
     info = json.loads((out / "train.json").read_text())
     assert info["status"] == "done" and info["step"] == 16
+    # The codec that tokenized the corpus: eval refuses to decode with another one.
+    from manifests import RunDir
+
+    assert info["codec"] == RunDir(filtered_run).info()["codec"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000016"
     assert len(list((out / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
     best = min(evals, key=lambda m: m["eval_loss"])  # train.export: best (the default)

@@ -106,6 +106,18 @@ def test_bad_input_is_one_line_and_exit_2(evaluated, tmp_path):
     assert "evaluates another student" in _fails(other, "--prompts", prompts, "--out", out)
     assert "sampling" in _fails(student, "--prompts", prompts, "--out", out, "--max-seconds", MAX_SECONDS,
                                 "--temperature", "0.3")
+    # A student distilled from another codec's tokens (distill records it in train.json).
+    import shutil
+
+    shutil.copytree(student, tmp_path / "old")
+    (tmp_path / "old" / "train.json").write_text(json.dumps({"codec": "melvq-1+00000000"}))
+    line = _fails(tmp_path / "old", "--prompts", prompts, "--out", tmp_path / "e")
+    assert "melvq-1+00000000" in line and "--codec" in line
+    # One trained before train.json named the codec: the corpus runs it lists say which it was.
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "run.json").write_text(json.dumps({"codec": "melvq-1+11111111"}))
+    (tmp_path / "old" / "train.json").write_text(json.dumps({"runs": [str(tmp_path / "corpus")]}))
+    assert "melvq-1+11111111" in _fails(tmp_path / "old", "--prompts", prompts, "--out", tmp_path / "e")
     assert not (tmp_path / "e").exists()
 
 

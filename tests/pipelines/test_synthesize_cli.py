@@ -112,6 +112,33 @@ def test_kill_9_midway_then_rerun_gives_each_task_once(tmp_path):
     assert "30/30" in rerun.stdout
 
 
+def test_a_codec_file_both_tokenises_and_decodes(tmp_path):
+    """``--codec W.npz``: the teacher's tokens come from W's codebooks (here 8 / 16 codes, so any id
+    from the shipped 1024 / 4096-code books would show), the audio is W's decoding of them, and a
+    resume with another codec is refused."""
+    from engine.codec import load_codec
+    from engine.codec.train import TrainConfig, train
+
+    weights = tmp_path / "tiny_codec.npz"
+    train(TrainConfig(utterances=6, vq02_size=8, vq06_size=16, kmeans_iters=2, decoder_steps=3, channels=8,
+                      emb=4, batch=2, segment_groups=4), weights)
+    codec = load_codec(str(weights))
+    out = tmp_path / "run"
+    stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--limit", "3", "--codec", weights,
+              "--no-progress", check=True)
+    rows = [r for r in RunDir(out).read_manifest().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 3 and {r["codec_version"] for r in rows} == {codec.version}
+    for sample in wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")), shardshuffle=False):
+        ids = np.load(__import__("io").BytesIO(sample["tokens.npy"]))
+        vq02, vq06 = deinterleave(ids)
+        assert max(vq02) < 8 and max(vq06) < 16
+        wav, _ = from_flac(sample["flac"])
+        mine = codec.detokenize(ids)
+        assert len(wav) == len(mine) and np.corrcoef(wav, mine)[0, 1] > 0.999
+    proc = stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--no-progress")
+    assert proc.returncode == 2 and "codec" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("content,needle", [
     ("name: x\ncount: [1\n", "tiny_bad.yaml"),
     ("name: x\ncount: 3\ntexts:\n  - file: missing.txt\n", "missing.txt"),
