@@ -249,10 +249,10 @@ class Corpus:
         if len(set(versions.values())) > 1:
             raise DataError(f"the runs were tokenized by different codecs ({versions}); their "
                             "audio ids mean different things")
-        builder.corpus_codec = next(iter(versions.values()), None)
+        builder.corpus_codec = version = next(iter(versions.values()))
         seen: set[str] = set()
         unique = [r for r in rows if not (r.key in seen or seen.add(r.key))]
-        return cls(unique, [builder.length(r) for r in unique], builder, next(iter(versions.values())),
+        return cls(unique, [builder.length(r) for r in unique], builder, version,
                    [builder.prefix(r) for r in unique])
 
     def __len__(self) -> int:

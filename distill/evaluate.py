@@ -177,9 +177,8 @@ def check_codec(student: Path, codec) -> None:
     try:
         info = json.loads((Path(student) / "train.json").read_text())
         trained = info.get("codec")
-        for run in ([] if trained else info.get("runs") or []):
-            trained = json.loads((Path(run) / "run.json").read_text()).get("codec")
-            break
+        if not trained and info.get("runs"):
+            trained = json.loads((Path(info["runs"][0]) / "run.json").read_text()).get("codec")
     except (OSError, ValueError, AttributeError, TypeError):
         return
     if trained and trained != codec.version:
