@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "pipelines" / "configs"
+# engine.codec.train.TrainConfig settings for a codec that trains in seconds (8 / 16 codes).
+TINY_CODEC = dict(utterances=6, vq02_size=8, vq06_size=16, kmeans_iters=2, decoder_steps=3, channels=8,
+                  emb=4, batch=2, segment_groups=4)
 
 
 def cli_env() -> dict:

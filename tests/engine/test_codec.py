@@ -12,9 +12,8 @@ from engine import tokens
 from engine.codec import assign, load_codec, mel
 from engine.codec.train import TrainConfig, train
 from pipelines.cli import main as cli
+from tests.conftest import TINY_CODEC
 
-TINY = dict(utterances=6, vq02_size=8, vq06_size=16, kmeans_iters=2, decoder_steps=3, channels=8,
-            emb=4, batch=2, segment_groups=4)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +81,9 @@ def test_assign_matches_brute_force():
 
 
 def test_training_is_deterministic(tmp_path):
-    a = train(TrainConfig(**TINY, seed=3), tmp_path / "a.npz")
-    b = train(TrainConfig(**TINY, seed=3), tmp_path / "b.npz")
-    c = train(TrainConfig(**TINY, seed=4), tmp_path / "c.npz")
+    a = train(TrainConfig(**TINY_CODEC, seed=3), tmp_path / "a.npz")
+    b = train(TrainConfig(**TINY_CODEC, seed=3), tmp_path / "b.npz")
+    c = train(TrainConfig(**TINY_CODEC, seed=4), tmp_path / "c.npz")
     assert a == b and a != c
     ca, cc = load_codec(str(tmp_path / "a.npz")), load_codec(str(tmp_path / "c.npz"))
     np.testing.assert_array_equal(ca.codebook.vq06, load_codec(str(tmp_path / "b.npz")).codebook.vq06)

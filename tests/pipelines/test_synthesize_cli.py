@@ -17,7 +17,7 @@ import webdataset as wds
 from engine.audio import from_flac
 from engine.tokens import deinterleave
 from manifests import RunDir
-from tests.conftest import CONFIGS, REPO, cli_env, stepforge
+from tests.conftest import CONFIGS, REPO, TINY_CODEC, cli_env, stepforge
 
 pytestmark = pytest.mark.slow
 
@@ -120,8 +120,7 @@ def test_a_codec_file_both_tokenises_and_decodes(tmp_path):
     from engine.codec.train import TrainConfig, train
 
     weights = tmp_path / "tiny_codec.npz"
-    train(TrainConfig(utterances=6, vq02_size=8, vq06_size=16, kmeans_iters=2, decoder_steps=3, channels=8,
-                      emb=4, batch=2, segment_groups=4), weights)
+    train(TrainConfig(**TINY_CODEC), weights)
     codec = load_codec(str(weights))
     out = tmp_path / "run"
     stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--limit", "3", "--codec", weights,
