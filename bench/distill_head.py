@@ -45,7 +45,7 @@ def make_batches(n: int, batch: int, seq: int, topk: int, device) -> list[dict]:
 
 
 def student(hidden: int, layers: int, device):
-    from distill.models import Step1Config, Step1ForCausalLM
+    from engine.models import Step1Config, Step1ForCausalLM
 
     # the tiny preset's 4 heads / 2 KV groups; token_layout None: the upstream Step-Audio layout
     cfg = Step1Config.preset("tiny", vocab_size=STEP_AUDIO.vocab_size, hidden_size=hidden,

@@ -70,7 +70,7 @@ def plain_loop(run) -> tuple[float, list[float]]:
 
 def filter_job(run) -> tuple[float, list[float]]:
     from filters.config import FilterConfig
-    from filters.job import run_filter
+    from pipelines.filter_job import run_filter
 
     run.clear_verdicts()
     config = FilterConfig(max_cer=0.35, min_ss=0.6)

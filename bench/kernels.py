@@ -56,7 +56,7 @@ def attention_flops(b: int, h: int, s: int, d: int) -> float:
 
 def attention_case(seq: int, args, device: str) -> dict:
     """Forward and forward+backward seconds for the kernel and the SDPA baseline at one length."""
-    from distill.models import alibi_slopes
+    from engine.models import alibi_slopes
     from kernels import alibi_attention, alibi_attention_reference, use_backend
 
     b, h, g, d = args.batch, args.heads, args.groups, args.head_dim
@@ -169,7 +169,7 @@ def interpreted_sanity(args) -> None:
 
 
 def parity_error() -> float:
-    from distill.models import alibi_slopes
+    from engine.models import alibi_slopes
     from kernels import alibi_attention, alibi_attention_reference, use_backend
 
     gen = torch.Generator().manual_seed(0)

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from distill.models import build_student, export
+from engine.models import build_student, export
 from engine.instructions import Instruction
 from engine.lm import AudioConstraint, SamplingParams, TorchEngine
 from engine.prompts import ByteTokenizer, build_tts_prompt

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
     from distill.data import collate
     from distill.losses import DistillLoss
-    from distill.models import build_student
+    from engine.models import build_student
     from distill.recipe import DistillModule
 
     samples, layout, tok = make_samples(args.rows)

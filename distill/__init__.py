@@ -1,5 +1,5 @@
-"""stepforge distill: student models (``Step1ForCausalLM``, the RoPE ``LlamaStudent``), export,
-KD losses (``DistillLoss``).
+"""stepforge distill: KD losses (``DistillLoss``), data, the DeepSpeed recipe. The student models
+it trains live in :mod:`engine.models` (the LM engines serve them); their names are re-exported here.
 
 Names are re-exported lazily so ``import distill.<module>`` does not load torch by itself.
 """
@@ -12,16 +12,12 @@ _MODELS = ("COMPACT_LAYOUT", "COMPACT_VOCAB", "CausalLMOutput", "KVCache", "Llam
 
 _LOSSES = ("DistillLoss", "allowed_mask", "full_vocab_loss")
 
-_EVAL = ("evaluate_student",)
-
-__all__ = list(_MODELS) + list(_LOSSES) + list(_EVAL)
+__all__ = list(_MODELS) + list(_LOSSES)
 
 
 def __getattr__(name: str):
     if name in _MODELS:
-        return getattr(import_module("distill.models"), name)
+        return getattr(import_module("engine.models"), name)
     if name in _LOSSES:
         return getattr(import_module("distill.losses"), name)
-    if name in _EVAL:
-        return getattr(import_module("distill.evaluate"), name)
     raise AttributeError(f"module 'distill' has no attribute {name!r}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from manifests.errors import UserError
+
 DEFAULTS: dict = {
     "student": {
         "arch": "step1",          # step1 (sqrt-ALiBi, the TTS-3B architecture) | llama (RoPE)
@@ -70,7 +72,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EXPORTS = ("best", "last")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """The distill config cannot work; the message names the key."""
 
 

@@ -19,7 +19,7 @@ the same number of steps). Resuming at pack ``n`` of an epoch therefore needs on
 
 With ``share_prefix`` a pack holds sequences whose system turn is the same token for token; the
 turn is placed once at the start of the row and every sequence continues it (``shared_prefix`` in
-the batch; :func:`distill.models.attention.packed_attention`). The model computes the same hidden
+the batch; :func:`engine.models.attention.packed_attention`). The model computes the same hidden
 states and gradients as with a copy per sequence, and a pack holds several times more sequences:
 the Step-Audio system prompt is most of a short utterance's tokens.
 """
@@ -39,12 +39,13 @@ import torch
 from engine.prompts import ClonePrompt, build_tts_prompt
 from engine.task import Task
 from engine.tokens import STEP_AUDIO, TokenLayout
+from manifests.errors import UserError
 
 IGNORE = -100
 NO_LOSS, GROUP_START, VQ02, VQ06 = -1, 0, 1, 2
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The runs cannot feed this student (empty, all rejected, a layout mismatch...)."""
 
 

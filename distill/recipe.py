@@ -62,7 +62,7 @@ class DistillModule(nn.Module):
 
 
 def build_student(cfg: dict) -> nn.Module:
-    from distill.models import build_student as fresh, load_student
+    from engine.models import build_student as fresh, load_student
 
     s = cfg["student"]
     if s["init"]:
@@ -80,8 +80,8 @@ def build_student(cfg: dict) -> nn.Module:
 
 def student_config(cfg: dict):
     """The student's model config without building the model (cheap checks in the driver)."""
-    from distill.models import LlamaStudentConfig, Step1Config
-    from distill.models.export import model_type
+    from engine.models import LlamaStudentConfig, Step1Config
+    from engine.models.export import model_type
 
     s = cfg["student"]
     cls = Step1Config if s["arch"] == "step1" else LlamaStudentConfig
@@ -442,7 +442,7 @@ def _fmt(v) -> str:
 def export_student(student: nn.Module, out: Path) -> None:
     """Write the HF dir into ``out``: into a temp dir first, then each file moved in, config.json
     last (its presence means a complete student)."""
-    from distill.models import export
+    from engine.models import export
 
     tmp = _fresh_tmp(out)
     export(student, tmp)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from manifests.errors import UserError
+
 NEUTRAL = "neutral"
 EMOTIONS = {
     "happy": "高兴", "sad": "悲伤", "angry": "生气", "coquettish": "撒娇",
@@ -44,7 +46,7 @@ SPEEDS = {"slow2": "慢速2", "slow1": "慢速1", "normal": None, "fast1": "快�
 SPEED_ORDER = ("slow2", "slow1", "normal", "fast1", "fast2")
 
 
-class InstructionError(ValueError):
+class InstructionError(UserError):
     """An unknown or contradictory instruction."""
 
 

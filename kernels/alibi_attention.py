@@ -18,8 +18,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from distill.models.attention import (aligned_sqrt_alibi_bias, packed_allowed, packed_positions,
-                                      sqrt_alibi_bias)
 from kernels.backend import pick
 
 
@@ -32,7 +30,7 @@ def alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: t
         q: ``[batch, heads, seq, head_dim]`` (any strides with a contiguous last dim, e.g. the
             ``[batch, seq, heads, head_dim]`` projection transposed); fp32, bf16 or fp16.
         k, v: ``[batch, groups, seq, head_dim]``, ``heads % groups == 0``, dtype of ``q``.
-        slopes: ``[heads]`` (e.g. ``distill.models.alibi_slopes``).
+        slopes: ``[heads]`` (e.g. ``engine.models.alibi_slopes``).
         cu_seqlens: ``int32 [n_seqs + 1]`` offsets of packed sequences (0 first, ``seq`` last);
             then ``batch`` must be 1.
         max_seqlen: longest packed sequence (saves a device sync); default: from ``cu_seqlens``.
@@ -55,15 +53,24 @@ def alibi_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               softmax_scale: float | None = None) -> torch.Tensor:
     """:func:`alibi_attention` in PyTorch: SDPA with an explicit ``[1, heads, seq, seq]`` bias in
     ``q``'s dtype (block-diagonal with ``cu_seqlens``). Memory grows with ``seq^2``."""
-    s = q.shape[2]
-    slopes = slopes.to(q.device, torch.float32)
-    if cu_seqlens is None:
-        bias = aligned_sqrt_alibi_bias(slopes, 0, s, s, None, q.dtype)
-    else:
-        pos, seq_id = packed_positions(cu_seqlens.to(q.device), s)
-        bias = sqrt_alibi_bias(slopes, pos[None], pos[None], packed_allowed(seq_id), q.dtype)
+    bias = reference_bias(slopes.to(q.device), q.shape[2], cu_seqlens, q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=softmax_scale,
                                           enable_gqa=k.shape[1] != q.shape[1])
+
+
+def reference_bias(slopes: torch.Tensor, seq_len: int, cu_seqlens: torch.Tensor | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The additive causal sqrt-ALiBi bias ``[1, heads, seq_len, seq_len]``: ``-sqrt(i - j) *
+    slope`` for key ``j <= i`` of the same packed sequence, ``-inf`` elsewhere. Within a sequence
+    the distance is the same whether positions restart or not, so only sequence ids are needed."""
+    i = torch.arange(seq_len, device=slopes.device)
+    dist = (i[:, None] - i[None, :]).to(torch.float32)
+    allowed = dist >= 0
+    if cu_seqlens is not None:
+        seq = torch.searchsorted(cu_seqlens[1:].to(i.device, torch.long), i, right=True)
+        allowed &= seq[:, None] == seq[None, :]
+    bias = dist.clamp(min=0).sqrt()[None] * -slopes.to(torch.float32)[:, None, None]
+    return bias.masked_fill(~allowed[None], float("-inf")).to(dtype)[None]
 
 
 def _check(q, k, v, slopes, cu_seqlens) -> None:

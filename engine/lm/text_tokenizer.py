@@ -56,8 +56,8 @@ class SentencePieceTokenizer:
 
 
 def config_layout(config: dict) -> TokenLayout:
-    """The audio id layout of a ``config.json`` dict (``distill.models.token_layout``)."""
-    from distill.models import token_layout
+    """The audio id layout of a ``config.json`` dict (``engine.models.token_layout``)."""
+    from engine.models import token_layout
 
     return token_layout(SimpleNamespace(token_layout=config.get("token_layout"),
                                         vocab_size=int(config["vocab_size"])))

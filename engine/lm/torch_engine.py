@@ -29,7 +29,7 @@ class TorchEngine(LMEngine):
     """Batched generation with a KV cache.
 
     Args:
-        model: a checkpoint dir (loaded with ``distill.models.load_student``) or a loaded
+        model: a checkpoint dir (loaded with ``engine.models.load_student``) or a loaded
             ``Step1ForCausalLM`` / ``LlamaStudent`` (moved and cast in place).
         device: where to run; dtype: default float32 on CPU, the checkpoint's dtype elsewhere.
         max_batch: sequences decoded together.
@@ -48,7 +48,7 @@ class TorchEngine(LMEngine):
         if dtype is None and self.device.type == "cpu":
             dtype = torch.float32
         if isinstance(model, (str, Path)):
-            from distill.models import load_student
+            from engine.models import load_student
 
             model = load_student(model, dtype=dtype, device=self.device)
         else:
@@ -65,7 +65,7 @@ class TorchEngine(LMEngine):
     @property
     def layout(self):
         """The model's audio id layout (``engine.tokens.TokenLayout``)."""
-        from distill.models import token_layout
+        from engine.models import token_layout
 
         return token_layout(self.model.config)
 

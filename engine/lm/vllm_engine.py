@@ -58,7 +58,7 @@ class VLLMEngine(LMEngine):
     """vLLM's offline ``LLM`` over a checkpoint dir (tokenizer-free: prompts are ids).
 
     Args:
-        model_dir: HF checkpoint dir (``distill.models.export`` writes them).
+        model_dir: HF checkpoint dir (``engine.models.export`` writes them).
         tensor_parallel_size: GPUs per engine (1 on CPU).
         dtype: default ``"float32"`` on CPU, the checkpoint's dtype on GPU.
         max_model_len: context length (default: the config's).

@@ -7,8 +7,10 @@ Every message is one line that names the file and the field, so the CLI can prin
 """
 from __future__ import annotations
 
+from manifests.errors import UserError
 
-class SpecError(ValueError):
+
+class SpecError(UserError):
     """Bad generation spec, text source or speaker folder (one line: file, field, problem)."""
 
     @classmethod

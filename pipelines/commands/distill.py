@@ -167,7 +167,7 @@ def train_on_ray(config: Path, address: str, workers: int) -> None:
 
 
 def _student_eval(cfg: dict, out: Path) -> None:
-    from distill.evaluate import evaluate_student
+    from pipelines.evaluate import evaluate_student
 
     e = cfg["eval"]
     evaluate_student(out, out / "heldout.jsonl", out / "eval", max_seconds=e["max_seconds"],

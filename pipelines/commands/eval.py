@@ -34,8 +34,8 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from distill.eval_report import format_table
-    from distill.evaluate import evaluate_student
+    from pipelines.eval_report import format_table
+    from pipelines.evaluate import evaluate_student
 
     report = evaluate_student(args.student, args.prompts, args.out, engine=args.engine,
                               filter_config=args.filter_config, limit=args.limit,

@@ -37,7 +37,7 @@ def load_config(run, path: str | None, **overrides):
 
 def filter_run(run, config, address=None, progress=True, quiet=False) -> dict:
     """Filter, consolidate the manifest, store and print the yield table; returns the summary."""
-    from filters.job import run_filter
+    from pipelines.filter_job import run_filter
     from filters.summary import format_yield, yield_summary
 
     stats = run_filter(run, config, address=address, progress=progress)

@@ -63,7 +63,7 @@ def main(args) -> int:
 def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
     """Synthesize what is missing; with --attempts N, filter and regenerate rejected tasks with a
     new seed until each is accepted or has had N attempts (every attempt stays in the manifest)."""
-    from engine.synthesize import next_work
+    from pipelines.synthesize import next_work
 
     config = None
     if args.attempts > 1:
@@ -139,7 +139,7 @@ def _versions() -> dict:
 
 def _synthesize(run, todo, teacher, codec, spec_hash, args) -> dict:
     from engine import __version__
-    from engine.synthesize import Lineage, run_synthesis
+    from pipelines.synthesize import Lineage, run_synthesis
 
     lineage = Lineage(spec_hash=spec_hash, teacher_id=teacher.id, codec_version=codec.version,
                       stepforge_version=__version__)

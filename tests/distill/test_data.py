@@ -8,7 +8,7 @@ import pytest
 
 from distill.data import (GROUP_START, IGNORE, NO_LOSS, VQ02, VQ06, Corpus, DataError, PackPlan,
                           SequenceBuilder, collate, load_sample)
-from distill.models import Step1Config, token_layout
+from engine.models import Step1Config, token_layout
 from engine.lm.text_tokenizer import load_tokenizer
 from engine.tokens import STEP_AUDIO, TokenLayout
 

@@ -38,7 +38,7 @@ def trained(filtered_run, tmp_path_factory):
 
 def test_distill_trains_exports_and_logs(trained, filtered_run):
     out, proc = trained
-    from distill.models import load_student
+    from engine.models import load_student
 
     model = load_student(out)
     assert model.config.num_hidden_layers == 2 and model.config.model_type == "step1"

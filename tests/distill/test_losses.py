@@ -142,7 +142,7 @@ def test_accuracy_per_stream():
 def test_student_trains_through_restricted_head():
     """A tiny Step1 student: grads equal the full-vocabulary head's, and a step along them lowers
     the loss."""
-    from distill.models import build_student
+    from engine.models import build_student
 
     torch.manual_seed(0)
     model = build_student("step1", "tiny", seed=0, num_hidden_layers=2)

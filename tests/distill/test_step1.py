@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from distill.models import (LlamaStudent, LlamaStudentConfig, Step1Config, Step1ForCausalLM,
+from engine.models import (LlamaStudent, LlamaStudentConfig, Step1Config, Step1ForCausalLM,
                             alibi_slopes, alibi_sqrt_attention, build_student, export, load_student)
-from distill.models.export import save_weights, token_layout
+from engine.models.export import save_weights, token_layout
 from engine.prompts import ByteTokenizer
 
 VOCAB = 300

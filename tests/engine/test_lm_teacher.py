@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from distill.models import build_student, export
+from engine.models import build_student, export
 from engine.lm import TorchEngine
 from engine.lm.text_tokenizer import SentencePieceTokenizer, load_tokenizer
 from engine.prompts import ByteTokenizer, build_tts_prompt

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.models import build_student, export
+from engine.models import build_student, export
 from engine.instructions import Instruction
 from engine.lm import (AudioConstraint, AudioLogitsProcessor, SamplingParams, TorchEngine,
                        allowed_ids, repetition_ban, sample)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.models import build_student, export, load_student
+from engine.models import build_student, export, load_student
 from engine.instructions import Instruction
 from engine.lm import AudioConstraint, RequestError, SamplingParams, audio_prefix
 from engine.prompts import EOT, ByteTokenizer, build_tts_prompt

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.models import alibi_slopes
+from engine.models import alibi_slopes
 from kernels import alibi_attention, alibi_attention_reference, use_backend
 
 # Max |error| / max(1, max |reference|) of output and gradients against fp64. Measured with the

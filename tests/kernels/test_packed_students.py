@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.models import LlamaStudent, LlamaStudentConfig, Step1Config, Step1ForCausalLM
-from distill.models import step1 as step1_module
-from distill.models.cache import packed_step_inputs, step_inputs
+from engine.models import LlamaStudent, LlamaStudentConfig, Step1Config, Step1ForCausalLM
+from engine.models import step1 as step1_module
+from engine.models.cache import packed_step_inputs, step_inputs
 from kernels import use_backend
 
 VOCAB = 300

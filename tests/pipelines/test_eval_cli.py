@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from distill.eval_prompts import prompt_record, read_prompts
+from pipelines.eval_prompts import prompt_record, read_prompts
 from manifests import RunDir
 from tests.conftest import CONFIGS, stepforge
 
@@ -16,7 +16,7 @@ MAX_SECONDS = 1.5  # a random student babbles until the cap
 
 
 def _student(path, seed: int):
-    from distill.models import build_student, export
+    from engine.models import build_student, export
 
     return export(build_student("step1", "tiny", seed=seed), path)
 

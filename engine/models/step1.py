@@ -293,7 +293,7 @@ class Step1ForCausalLM(nn.Module):
         return model.eval()
 
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write an HF dir; same as ``distill.models.export(self, out_dir)``."""
-        from distill.models.export import export
+        """Write an HF dir; same as ``engine.models.export(self, out_dir)``."""
+        from engine.models.export import export
 
         export(self, out_dir)

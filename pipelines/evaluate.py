@@ -8,7 +8,7 @@ OUT is an ordinary run directory (tasks.parquet from the prompts; run.json recor
 its fingerprint and the prompts hash), so synthesize's resume and the filter job apply unchanged:
 a rerun generates only prompts without a manifest row, and an OUT made for another student,
 other prompts or another engine / length cap is refused. The prompts format is in
-:mod:`distill.eval_prompts`, the report in :mod:`distill.eval_report`.
+:mod:`pipelines.eval_prompts`, the report in :mod:`pipelines.eval_report`.
 
 Speaker similarity needs a reference: a clone row uses its prompt wav (as for the teacher); any
 other row uses the teacher's rendering of the same task (its ``src.flac``, else its decoded audio),
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from distill.config import SAMPLING_KEYS
-from distill.eval_prompts import Prompt, prompts_hash, read_prompts
-from distill.eval_report import aggregate, eval_rows
-from engine.synthesize import SynthesisWorker
+from pipelines.eval_prompts import Prompt, prompts_hash, read_prompts
+from pipelines.eval_report import aggregate, eval_rows
+from pipelines.synthesize import SynthesisWorker
 from manifests import RunDir, RunError
 
 ENGINES = ("auto", "torch", "vllm")
@@ -71,8 +71,8 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
     """Generate the prompts with the student, decode, filter, and write ``out/eval.json``.
 
     Args:
-        student: a student checkpoint dir (``distill.models.export``: step1 or llama).
-        prompts: JSONL of tasks with optional teacher scores (:mod:`distill.eval_prompts`).
+        student: a student checkpoint dir (``engine.models.export``: step1 or llama).
+        prompts: JSONL of tasks with optional teacher scores (:mod:`pipelines.eval_prompts`).
         out: the eval run directory (created, or resumed).
         engine: ``auto`` (vllm on CUDA; on CPU vllm for a RoPE student when vLLM is installed,
             else the torch engine), ``torch`` or ``vllm``.
@@ -86,7 +86,7 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
             file. It must be the one the student's corpus was tokenized with, which distill
             records in ``STUDENT/train.json``; another one is refused.
     Returns:
-        the eval.json content (see :mod:`distill.eval_report` for ``rows`` and ``aggregate``).
+        the eval.json content (see :mod:`pipelines.eval_report` for ``rows`` and ``aggregate``).
     Raises:
         ValueError: bad prompts, not a student dir, an engine that cannot run it, or an ``out``
             made for another student, prompts or generation settings (one line each).
@@ -309,7 +309,7 @@ def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, 
               codec_spec: str, runs: dict, progress: bool, address) -> int:
     """Generate the prompts without a manifest row; returns how many were generated."""
     from engine import __version__
-    from engine.synthesize import Lineage, next_work, run_synthesis
+    from pipelines.synthesize import Lineage, next_work, run_synthesis
 
     todo = next_work(run, [p.task for p in wanted])
     if todo:
