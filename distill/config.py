@@ -2,9 +2,11 @@
 
     cfg = load_config("pipelines/configs/distill_tiny.yaml", ["train.lr=1e-3", "train.steps=50"])
     cfg["train"]["steps"]  # -> 50
+    write_resolved(cfg, runs, Path("student"), world=1)     # student/distill.yaml, for the recipe
+    cfg, runs, out = load_resolved("student/distill.yaml")  # in the recipe: parsed once
 
 Every check that can fail without touching data or a model happens here, before any process is
-launched, and names the key.
+launched, and names the key (the checks that need the runs or the student: distill.preflight).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from manifests.atomic import atomic_path
 from manifests.errors import UserError
 
 DEFAULTS: dict = {
@@ -70,6 +73,7 @@ FREE_FORM = ("overrides", "sampling")  # mappings taken whole (checked by valida
 SAMPLING_KEYS = ("temperature", "top_k", "top_p")  # eval.sampling: the LM teacher's decoding options
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EXPORTS = ("best", "last")
+RESOLVED = "distill.yaml"  # in STUDENT: the config the recipe trains with (write_resolved)
 
 
 class ConfigError(UserError):
@@ -116,23 +120,79 @@ def _parse_override(item: str) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
-    """Defaults, then the YAML file, then ``section.key=value`` overrides; validated."""
+    """Defaults, then the YAML file, then ``section.key=value`` overrides; validated.
+
+    ``train.warmup_steps`` that neither the file nor an override sets follows ``train.steps``
+    (:func:`default_warmup`), so ``--steps 10`` alone is a config that works.
+
+    Raises:
+        ConfigError: an unreadable file, an unknown key or a bad value (the message names it).
+    """
+    layers = [read_config_file(path)] if path is not None else []
+    return resolve(layers + [_parse_override(item) for item in overrides])
+
+
+def load_resolved(path: str | Path) -> tuple[dict, list[str], str]:
+    """``(cfg, runs, out)`` from STUDENT/distill.yaml as :func:`write_resolved` wrote it (read once).
+
+    Raises:
+        ConfigError: not such a file, or a bad config in it.
+    """
+    data = read_config_file(path, keep_resolved=True)
+    runs, out = data.pop("runs", None), data.pop("out", None)
+    if not runs or not out:
+        raise ConfigError(f"{path}: not a resolved distill config (no runs/out); "
+                          "`stepforge distill` writes one into STUDENT")
+    return resolve([data]), [str(r) for r in runs], str(out)
+
+
+def write_resolved(cfg: dict, runs: list[str], out: Path, world: int) -> Path:
+    """Write STUDENT/distill.yaml: ``cfg`` plus the run dirs and STUDENT, with the command that
+    trains from it in its header. Returns its path (what the recipe's ``--config`` takes)."""
+    path = Path(out) / RESOLVED
+    resolved = {**cfg, "runs": runs, "out": str(Path(out).resolve())}
+    text = ("# Resolved by `stepforge distill`; the recipe reads it:\n"
+            f"#   deepspeed --num_gpus {world} --module distill.recipe --config {path}\n"
+            + yaml.safe_dump(resolved, sort_keys=False))
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_config_file(path: str | Path, keep_resolved: bool = False) -> dict:
+    """The YAML mapping in ``path`` (``runs``/``out``, which the CLI writes into resolved configs,
+    dropped unless ``keep_resolved``). Raises ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such distill config") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a distill config is a mapping of sections")
+    if not keep_resolved:
+        data.pop("runs", None), data.pop("out", None)
+    return data
+
+
+def resolve(layers: list[dict]) -> dict:
+    """The defaults with each layer (a partial config mapping) merged over them in turn; validated."""
     cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such distill config") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a distill config is a mapping of sections")
-        data.pop("runs", None), data.pop("out", None)  # written by the CLI into resolved configs
-        cfg = _merge(cfg, data)
-    for item in overrides:
-        cfg = _merge(cfg, _parse_override(item))
+    for layer in layers:
+        cfg = _merge(cfg, layer)
+    if not any("warmup_steps" in layer.get("train", {}) for layer in layers):
+        cfg["train"]["warmup_steps"] = default_warmup(cfg["train"]["steps"])
     validate(cfg)
     return cfg
+
+
+def default_warmup(steps) -> int:
+    """The warmup of a config that sets none: the default's, or a tenth of ``steps`` when that
+    is less (a short run still warms up, and ends after its warmup)."""
+    default = DEFAULTS["train"]["warmup_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        return default  # validate() names the bad train.steps
+    return min(default, steps // 10)
 
 
 def _positive(cfg: dict, section: str, key: str, integer: bool = True) -> None:

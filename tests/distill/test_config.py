@@ -47,3 +47,30 @@ def test_bad_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_an_unset_warmup_follows_the_step_count():
+    assert load_config()["train"]["warmup_steps"] == 20  # the default, within the default 200 steps
+    assert load_config(None, ["train.steps=10"])["train"]["warmup_steps"] == 1
+    assert load_config(None, ["train.steps=1"])["train"]["warmup_steps"] == 0
+    assert load_config(None, ["train.steps=5000"])["train"]["warmup_steps"] == 20
+    # Set by the user (an override, or the file): kept as set, and refused when it does not fit.
+    assert load_config(None, ["train.steps=10", "train.warmup_steps=3"])["train"]["warmup_steps"] == 3
+    with pytest.raises(ConfigError, match="got 20"):
+        load_config(None, ["train.steps=10", "train.warmup_steps=20"])
+    with pytest.raises(ConfigError, match="got 30"):
+        load_config(CONFIGS / "distill_tiny.yaml", ["train.steps=10"])  # the file sets 30
+
+
+def test_the_resolved_config_round_trips(tmp_path):
+    from distill.config import load_resolved, write_resolved
+
+    cfg = load_config(CONFIGS / "distill_tiny.yaml", ["train.steps=40"])
+    path = write_resolved(cfg, ["/runs/a"], tmp_path, world=1)
+    assert path == tmp_path / "distill.yaml"
+    assert "--module distill.recipe --config" in path.read_text().splitlines()[1]
+    assert load_resolved(path) == (cfg, ["/runs/a"], str(tmp_path.resolve()))
+    assert load_config(path) == cfg  # the runs and out that the CLI adds are not config keys
+    (tmp_path / "plain.yaml").write_text("train: {steps: 5}\n")
+    with pytest.raises(ConfigError, match="not a resolved distill config"):
+        load_resolved(tmp_path / "plain.yaml")
