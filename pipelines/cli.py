@@ -5,8 +5,10 @@
     stepforge codec train|encode|decode ...
 
 Each subcommand lives in ``pipelines/commands/<name>.py`` with ``register(subparsers)``, which adds
-its parser and sets ``func``. Expected failures (bad input) raise ``UserError`` or a ValueError
-subclass; the CLI prints one line and exits 2.
+its parser and sets ``func``. Bad input (a file, flag, config value or run directory that cannot be
+used) raises ``manifests.errors.UserError`` or a subclass: the CLI prints it as one line and exits 2.
+Any other exception is a bug: it propagates with its traceback (exit 1). ``STEPFORGE_DEBUG=1`` shows
+the traceback of a UserError too.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("synthesize", "filter", "distill", "eval", "codec")
-
 from manifests.errors import UserError
+
+COMMANDS = ("synthesize", "filter", "distill", "eval", "codec")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``stepforge`` command; returns its exit status (2: bad input, 130: interrupted).
+
+    Args:
+        argv: list[str], the arguments after ``stepforge`` (default: ``sys.argv[1:]``).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except UserError as exc:
         if os.environ.get("STEPFORGE_DEBUG"):
             raise
         print(f"stepforge {args.command}: error: {exc}", file=sys.stderr)
@@ -43,8 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the package module, not this __main__ copy, so the UserError that commands import
-    # from pipelines.cli is the one caught above.
-    from pipelines.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())
