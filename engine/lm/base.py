@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.lm.sampling import AudioConstraint
 from engine.prompts import EOT
+from manifests.errors import UserError
 
 FINISH_STOP = "stop"      # a stop id was sampled (it is the last of token_ids)
 FINISH_LENGTH = "length"  # max_tokens, the audio length limit or the model's context ran out
@@ -61,15 +62,15 @@ class SamplingParams:
 
     def __post_init__(self):
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0 or self.logprobs < 0:
-            raise ValueError("top_k and logprobs must be >= 0")
+            raise UserError(f"top_k and logprobs must be >= 0, got {self.top_k} and {self.logprobs}")
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.logprobs_mode not in ("raw", "processed"):
-            raise ValueError(f"logprobs_mode must be raw or processed, got {self.logprobs_mode!r}")
+            raise UserError(f"logprobs_mode must be raw or processed, got {self.logprobs_mode!r}")
         object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
 
     def token_budget(self) -> int:

@@ -18,6 +18,7 @@ import os
 from urllib.parse import parse_qsl
 
 from engine.lm.base import LMEngine
+from manifests.errors import UserError
 
 
 def _bool(v: str) -> bool:
@@ -25,7 +26,7 @@ def _bool(v: str) -> bool:
         return True
     if str(v).lower() in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"not a boolean: {v!r}")
+    raise ValueError(f"not a boolean: {v!r}")  # engine_kwargs names the option
 
 
 # kind -> option -> (constructor argument, type)
@@ -47,35 +48,35 @@ KINDS = tuple(OPTIONS)
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """``"vllm:DIR?topk=5"`` -> ``("vllm", "DIR", {"topk": "5"})``. An ``http(s)://`` URL
-    without a kind is ``http``. Raises ValueError on an unknown kind or an empty location."""
+    without a kind is ``http``. Raises UserError on an unknown kind or an empty location."""
     spec = spec.strip()
     if spec.startswith(("http://", "https://")):
         spec = "http:" + spec
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in KINDS:
-        raise ValueError(f"unknown LM engine {spec!r}: expected vllm:DIR, http:URL or torch:DIR")
+        raise UserError(f"unknown LM engine {spec!r}: expected vllm:DIR, http:URL or torch:DIR")
     location, _, query = rest.partition("?")
     if not location:
-        raise ValueError(f"{kind}: needs a location, e.g. {kind}:{'URL' if kind == 'http' else 'DIR'}")
+        raise UserError(f"{kind}: needs a location, e.g. {kind}:{'URL' if kind == 'http' else 'DIR'}")
     try:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError:
-        raise ValueError(f"bad options {query!r} in {spec!r}: expected key=value&key=value") from None
+        raise UserError(f"bad options {query!r} in {spec!r}: expected key=value&key=value") from None
     return kind, location, options
 
 
 def engine_kwargs(kind: str, options: dict) -> dict:
-    """Spec options as constructor arguments (ValueError naming an unknown or bad option)."""
+    """Spec options as constructor arguments (UserError naming an unknown or bad option)."""
     known = OPTIONS[kind]
     kwargs = {}
     for key, value in options.items():
         if key not in known:
-            raise ValueError(f"unknown {kind} option {key!r}; known: {', '.join(sorted(known))}")
+            raise UserError(f"unknown {kind} option {key!r}; known: {', '.join(sorted(known))}")
         name, typ = known[key]
         try:
             kwargs[name] = typ(value)
         except ValueError:
-            raise ValueError(f"{kind} option {key}={value!r} is not a valid {typ.__name__}") from None
+            raise UserError(f"{kind} option {key}={value!r} is not a valid {typ.__name__}") from None
     return kwargs
 
 

@@ -43,6 +43,7 @@ from engine.lm.constraint_args import XARG, allowed_token_list, constraint_args
 from engine.lm.errors import RequestError
 from engine.lm.vllm_engine import enforce_constraint, topk_arrays
 from engine.tokens import GROUP
+from manifests.errors import UserError
 
 CONNECT_TIMEOUT_S = 5.0
 SERVER_FLAG = "--logits-processors engine.lm.vllm_processor:AudioConstraintLogitsProcessor"
@@ -85,7 +86,8 @@ class HTTPEngine(LMEngine):
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/').removesuffix('/v1')}"
         self.model = model
         if concurrency < 1 or retries < 0 or timeout_s <= 0:
-            raise ValueError("concurrency must be >= 1, retries >= 0 and timeout_s > 0")
+            raise UserError(f"concurrency must be >= 1, retries >= 0 and timeout_s > 0, got {concurrency}, "
+                            f"{retries} and {timeout_s}")
         self.concurrency, self.timeout_s, self.retries = concurrency, timeout_s, retries
         self.backoff_s = backoff_s
         self._vocab = vocab_size
@@ -236,15 +238,15 @@ class HTTPEngine(LMEngine):
 
 
 def parse_url(url: str):
-    """``urlsplit`` of a server URL (``http://`` assumed without a scheme); ValueError unless
+    """``urlsplit`` of a server URL (``http://`` assumed without a scheme); UserError unless
     it is http(s) with a host and, if given, a valid port."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     try:
         parts.port
     except ValueError:
-        raise ValueError(f"bad port in URL {url!r}") from None
+        raise UserError(f"bad port in URL {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise UserError(f"not an http(s) URL: {url!r}")
     return parts
 
 

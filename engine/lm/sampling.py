@@ -22,6 +22,7 @@ import torch
 
 from engine.prompts import EOT
 from engine.tokens import GROUP, GROUP_SECONDS, STEP_AUDIO, TokenLayout
+from manifests.errors import UserError
 
 NEG_INF = float("-inf")
 
@@ -79,8 +80,8 @@ class AudioConstraint:
         if self.max_seconds is not None:
             groups = min(groups, int(self.max_seconds / GROUP_SECONDS + 1e-9))
         if groups < 1:
-            raise ValueError(f"max_tokens {limit} / max_seconds {self.max_seconds} leave no room "
-                             f"for one {GROUP}-id audio group")
+            raise UserError(f"max_tokens {limit} / max_seconds {self.max_seconds} leave no room "
+                            f"for one {GROUP}-id audio group")
         return groups * GROUP
 
     def processor(self, vocab_size: int, device="cpu") -> "AudioLogitsProcessor":

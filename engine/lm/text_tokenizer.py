@@ -13,8 +13,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
 
+from engine.errors import MissingPackage
 from engine.prompts import BOS, BOT, EOS, EOT, ByteTokenizer
-from engine.tokens import TokenLayout
+from engine.tokens import STEP_AUDIO, TokenLayout
+from manifests.errors import UserError
 
 
 class SentencePieceTokenizer:
@@ -28,7 +30,7 @@ class SentencePieceTokenizer:
         try:
             import sentencepiece as spm
         except ImportError:
-            raise ImportError("a tokenizer.model needs sentencepiece: pip install sentencepiece") from None
+            raise MissingPackage("a tokenizer.model needs sentencepiece: pip install sentencepiece") from None
         self.path = Path(path)
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         self.bos = self._special(None, self.sp.bos_id(), BOS)
@@ -68,24 +70,22 @@ def load_tokenizer(model_dir: str | Path | None, config: dict | None = None):
     ByteTokenizer layout (e.g. a server whose files are not here).
 
     Raises:
-        ValueError: a layout whose text part no tokenizer here can fill.
+        UserError: a layout whose text part no tokenizer here can fill.
     """
     model_dir = Path(model_dir) if model_dir is not None else None
     layout = config_layout(config) if config else None
     if model_dir is not None and (model_dir / "tokenizer.model").is_file():
         tok = SentencePieceTokenizer(model_dir / "tokenizer.model")
         if layout is None:
-            from engine.tokens import STEP_AUDIO
-
             layout = STEP_AUDIO
         top = max(tok.bos, tok.eot, tok.bot)
         if top >= layout.vq02_offset:
-            raise ValueError(f"{model_dir}/tokenizer.model has special id {top} inside the audio "
+            raise UserError(f"{model_dir}/tokenizer.model has special id {top} inside the audio "
                              f"ids of layout {layout}")
         return tok, layout
     tok = ByteTokenizer()
     layout = layout or tok.layout()
     if layout.text_size != tok.text_size:
-        raise ValueError(f"{model_dir} has a {layout.text_size}-id text vocabulary but no "
+        raise UserError(f"{model_dir} has a {layout.text_size}-id text vocabulary but no "
                          f"tokenizer.model; only {tok.text_size}-id byte-level students work without one")
     return tok, layout

@@ -20,6 +20,7 @@ from torch import nn
 from engine.lm.base import (FINISH_LENGTH, FINISH_STOP, Generation, LMEngine, SamplingParams,
                             check_prompts, per_request)
 from engine.lm.sampling import AudioLogitsProcessor, sample
+from engine.models import load_student, token_layout
 from engine.tokens import GROUP
 
 INITIAL_ROOM = 256  # generated slots allocated up front; the cache doubles when it needs more
@@ -48,8 +49,6 @@ class TorchEngine(LMEngine):
         if dtype is None and self.device.type == "cpu":
             dtype = torch.float32
         if isinstance(model, (str, Path)):
-            from engine.models import load_student
-
             model = load_student(model, dtype=dtype, device=self.device)
         else:
             model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
@@ -65,8 +64,6 @@ class TorchEngine(LMEngine):
     @property
     def layout(self):
         """The model's audio id layout (``engine.tokens.TokenLayout``)."""
-        from engine.models import token_layout
-
         return token_layout(self.model.config)
 
     def generate(self, prompts: Sequence[Sequence[int]],

