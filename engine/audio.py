@@ -5,6 +5,8 @@ import io
 
 import numpy as np
 
+from manifests.errors import UserError
+
 SAMPLE_RATE = 16000
 
 
@@ -63,11 +65,11 @@ def from_flac(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def read_audio(path) -> tuple[np.ndarray, int]:
-    """Read any soundfile-supported file as mono float32. Raises ValueError naming the file."""
+    """Read any soundfile-supported file as mono float32. Raises UserError naming the file."""
     import soundfile as sf
 
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad files
-        raise ValueError(f"{path}: cannot read audio ({exc})") from None
+        raise UserError(f"{path}: cannot read audio ({exc})") from None
     return wav.mean(axis=1), sr

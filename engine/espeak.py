@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.errors import MissingPackage
+
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _SSML = 0x10
@@ -119,7 +121,7 @@ def _load_library() -> tuple[ctypes.CDLL, str | None]:
     except ImportError:
         name = ctypes.util.find_library("espeak-ng")
         if name is None:
-            raise ImportError(
+            raise MissingPackage(
                 "eSpeak NG not found: pip install espeakng-loader (or apt-get install libespeak-ng1)"
             ) from None
         return ctypes.CDLL(name), None

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import tokens
+from manifests.errors import UserError
 
 from . import mel, weights
 from .quantize import DualCodebook
@@ -116,5 +117,5 @@ def load_codec(spec: str = "melvq") -> MelVQCodec:
     if spec == "melvq":
         return _shipped()
     if not Path(spec).exists():
-        raise ValueError(f"{spec}: no such codec weights file (use 'melvq' for the shipped codec)")
+        raise UserError(f"{spec}: no such codec weights file (use 'melvq' for the shipped codec)")
     return from_file(spec)

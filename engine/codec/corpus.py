@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import espeak
+from engine.audio import preprocess
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 HELDOUT_EN = 50
 # eSpeak voice *file* names: "en" is British English (eSpeak has no file called "en-gb").
@@ -35,11 +38,8 @@ class Rendering:
 
     def render(self) -> np.ndarray:
         """Preprocessed (16 kHz, peak-normalised, trimmed) float32 waveform ``[samples]``."""
-        from engine.audio import preprocess
-        from engine.espeak import render
-
-        wav, sr = render(self.text, voice=self.voice, rate=self.rate, pitch=self.pitch,
-                         range=self.range, volume=self.volume)
+        wav, sr = espeak.render(self.text, voice=self.voice, rate=self.rate, pitch=self.pitch,
+                                range=self.range, volume=self.volume)
         return preprocess(wav, sr)
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manifests.errors import UserError
+
 from . import corpus, mel, weights
-from .quantize import DualCodebook
+from .quantize import F02, F06, DualCodebook
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,18 @@ def render_mels(cfg: TrainConfig, progress=None) -> list[np.ndarray]:
     return corpus.render_all(renderings, workers=cfg.threads, transform=mel.log_mel, progress=progress)
 
 
+def check_corpus_size(frames: int, cfg: TrainConfig) -> None:
+    """UserError naming the flags when ``frames`` rendered frames are too few for k-means to
+    fill each codebook (each needs at least as many blocks as it has codes)."""
+    for name, size, per_code in (("vq02", cfg.vq02_size, F02), ("vq06", cfg.vq06_size, F06)):
+        if frames // per_code < size:
+            raise UserError(f"--utterances {cfg.utterances} give {frames // per_code} {name} blocks, fewer than "
+                            f"--{name}-size {size}; render more utterances or use a smaller codebook")
+
+
 def fit_codebook(ceps: np.ndarray, cfg: TrainConfig, progress=None) -> DualCodebook:
     """k-means both codebooks on cepstra ``[frames, q]``; rounded to the float16 that ships."""
+    check_corpus_size(len(ceps), cfg)
     report = (lambda name, i, err: progress(name, i + 1, cfg.kmeans_iters, err)) if progress else None
     book = DualCodebook.fit(ceps, (cfg.vq02_size, cfg.vq06_size), cfg.kmeans_iters, cfg.seed, report,
                             first=cfg.first)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests.errors import UserError
+
 SHIPPED = Path(__file__).resolve().parent / "weights" / "melvq.npz"
 FORMAT = "melvq-1"
 
@@ -57,16 +59,16 @@ def load(path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """Read a weights file as float32 arrays: (codebooks, decoder tensors, config).
 
     Raises:
-        ValueError: naming the file, when it is missing, unreadable or not a melvq file.
+        UserError: naming the file, when it is missing, unreadable or not a melvq file.
     """
     try:
         with np.load(str(path), allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         config = json.loads(arrays.pop("config").tobytes().decode())
     except Exception as exc:  # numpy/zipfile/json raise many types for a bad file
-        raise ValueError(f"{path}: not a readable melvq weights file ({exc})") from None
+        raise UserError(f"{path}: not a readable melvq weights file ({exc})") from None
     if config.get("format") != FORMAT or "vq02" not in arrays or "vq06" not in arrays:
-        raise ValueError(f"{path}: not a {FORMAT} weights file")
+        raise UserError(f"{path}: not a {FORMAT} weights file")
     codebooks = {k: arrays[k].astype(np.float32) for k in ("vq02", "vq06")}
     decoder = {k[4:]: arrays[k].astype(np.float32) for k in arrays if k.startswith("dec/")}
     return codebooks, decoder, config

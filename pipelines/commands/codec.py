@@ -10,9 +10,17 @@ either (by content) and writes 16 kHz audio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
+
+from engine import tokens
+from engine.audio import preprocess, read_audio
+from engine.codec import load_codec, weights
+from engine.codec.train import TrainConfig, train as train_codec
+from manifests.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -61,9 +69,11 @@ def _add_train(sub) -> None:
 def train_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.codec.train import TrainConfig, train
-
     overrides = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in (*_TRAIN_OPTIONS, "first")}
+    for flag in ("utterances", "vq02-size", "vq06-size", "channels"):
+        value = overrides[flag.replace("-", "_")]
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} must be at least 1, got {value}")
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.force and _trained_with(args.out, cfg):
         print(f"{args.out} is up to date (same settings); --force retrains")
@@ -78,7 +88,7 @@ def train_command(args: argparse.Namespace) -> int:
         if value is not None:
             bar.set_postfix(loss=f"{value:.3f}")
 
-    digest = train(cfg, args.out, progress)
+    digest = train_codec(cfg, args.out, progress)
     for bar in bars.values():
         bar.close()
     print(f"wrote {args.out} (melvq-1+{digest})")
@@ -87,11 +97,6 @@ def train_command(args: argparse.Namespace) -> int:
 
 def _trained_with(path, cfg) -> bool:
     """Whether ``path`` is a weights file written by a finished run with exactly ``cfg``."""
-    import dataclasses
-    import json
-
-    from engine.codec import weights
-
     if not Path(path).exists():
         return False
     try:
@@ -102,13 +107,9 @@ def _trained_with(path, cfg) -> bool:
 
 
 def encode(args: argparse.Namespace) -> int:
-    from engine import tokens
-    from engine.audio import preprocess, read_audio
-    from engine.codec import load_codec
-
-    wav, sr = read_audio(args.input)  # ValueError naming the file when unreadable
+    wav, sr = read_audio(args.input)  # UserError naming the file when unreadable
     if wav.size == 0:
-        raise ValueError(f"{args.input}: no audio samples")
+        raise UserError(f"{args.input}: no audio samples")
     ids = load_codec(args.codec).tokenize(preprocess(wav, sr))
     fmt = args.format or ("txt" if Path(args.output).suffix == ".txt" else "npy")
     if fmt == "txt":
@@ -121,14 +122,12 @@ def encode(args: argparse.Namespace) -> int:
 
 
 def read_ids(path) -> np.ndarray:
-    """Ids from a ``.npy`` array or a ``<audio_N>`` text file. Raises ValueError naming the file."""
-    from engine import tokens
-
+    """Ids from a ``.npy`` array or a ``<audio_N>`` text file. Raises UserError naming the file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         if raw.startswith(b"\x93NUMPY"):
             with open(path, "rb") as f:
@@ -140,19 +139,17 @@ def read_ids(path) -> np.ndarray:
             ids = np.asarray(tokens.from_audio_string("".join(raw.decode("utf-8").split())), np.int64)
         tokens.check_audio_ids(ids)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: bad audio ids ({exc})") from None
+        raise UserError(f"{path}: bad audio ids ({exc})") from None
     return ids
 
 
 def decode(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from engine.codec import load_codec
-
     ids = read_ids(args.input)
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".wav", ".flac"):
-        raise ValueError(f"{args.output}: output must end in .wav or .flac")
+        raise UserError(f"{args.output}: output must end in .wav or .flac")
     codec = load_codec(args.codec)
     wav = codec.detokenize(ids)
     sf.write(args.output, np.clip(wav, -1, 1), codec.sample_rate, subtype="PCM_16")

@@ -7,6 +7,9 @@ student, other prompts or another engine / --max-seconds / sampling is refused.
 """
 from __future__ import annotations
 
+from pipelines.eval_report import format_table
+from pipelines.evaluate import evaluate_student
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score a distilled student against its teacher",
@@ -34,9 +37,6 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from pipelines.eval_report import format_table
-    from pipelines.evaluate import evaluate_student
-
     report = evaluate_student(args.student, args.prompts, args.out, engine=args.engine,
                               filter_config=args.filter_config, limit=args.limit,
                               max_seconds=args.max_seconds, progress=not args.no_progress,
