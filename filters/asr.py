@@ -16,9 +16,14 @@ The embedded default (:data:`DEFAULT_ASR`) covers English only: tiny.en cannot t
 """
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import numpy as np
+
+from filters.paraformer import ParaformerASR
+from filters.whisper import WhisperASR
+from manifests.errors import UserError
 
 # tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack).
 # One thread per model: on CPU the filter job scales by running one worker per core.
@@ -40,20 +45,19 @@ def load_asr(config: dict) -> ASR:
     """Build and load one backend from its config (see the module docstring).
 
     Raises:
-        ValueError: unknown backend. ImportError / FileNotFoundError: missing package or model
-        dir, with an install hint.
+        UserError: unknown backend or option. ``engine.errors.MissingPackage`` /
+        ``MissingModel`` (UserErrors too): missing package or model dir, with an install hint.
     """
     config = dict(config)
     backend = config.pop("backend", "faster-whisper")
-    if backend == "faster-whisper":
-        from filters.whisper import WhisperASR
-
-        return WhisperASR(**config)
-    if backend == "paraformer":
-        from filters.paraformer import ParaformerASR
-
-        return ParaformerASR(**config)
-    raise ValueError(f"unknown ASR backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown ASR backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    cls = WhisperASR if backend == "faster-whisper" else ParaformerASR
+    allowed = list(inspect.signature(cls).parameters)
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise UserError(f"ASR {backend}: unknown option {unknown[0]!r} (allowed: backend, {', '.join(allowed)})")
+    return cls(**config)
 
 
 class ASRRouter:
@@ -89,7 +93,7 @@ class ASRRouter:
                 loaded[key] = load_asr(cfg)
             model = loaded[key]
             if hasattr(model, "supports") and not model.supports(lang):
-                raise ValueError(f"ASR {model.name} configured for {lang} cannot transcribe {lang}")
+                raise UserError(f"ASR {model.name} configured for {lang} cannot transcribe {lang}")
             self._models[lang] = model
 
     def get(self, lang: str) -> ASR:

@@ -18,6 +18,7 @@ import jiwer
 from filters.asr import ASRRouter
 from filters.base import Filter, RowProblem, Verdict, add_flags, get_audio, reject
 from filters.normalize import CHAR_LANGS, normalize
+from manifests.errors import UserError
 
 DEFAULT_PER_STYLE = {"rap": 0.5, "humming": None}  # None: not transcribed (no words to check)
 POLICIES = ("reject", "unscored")
@@ -62,7 +63,7 @@ class CERFilter(Filter):
         self.no_asr = dict(no_asr or {})
         for policy in [default_no_asr, *self.no_asr.values()]:
             if policy not in POLICIES:
-                raise ValueError(f"unknown no-ASR policy {policy!r} (choose from {', '.join(POLICIES)})")
+                raise UserError(f"unknown no-ASR policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.default_no_asr = default_no_asr
         threads = max([int(c.get("cpu_threads") or min(os.cpu_count() or 1, 4))
                        for c in self.router.config.values()] or [1])

@@ -16,6 +16,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from filters.cer import CERFilter
+from filters.quality import QualityFilter
+from filters.speaker import SpeakerSimilarityFilter
+from manifests.errors import UserError
+
 
 @dataclass
 class FilterConfig:
@@ -37,18 +42,23 @@ class FilterConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
+            raise UserError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
         config = cls(**data)
         config.check(where)
         return config
 
     def check(self, where: str) -> None:
+        """Raises UserError naming ``where`` (the file or spec section) and the bad field."""
+        for name in ("max_cer", "min_ss", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"{where}: {name} must be a number, got {value!r}")
         if not 0 <= self.max_cer:
-            raise ValueError(f"{where}: max_cer must be >= 0, got {self.max_cer}")
+            raise UserError(f"{where}: max_cer must be >= 0, got {self.max_cer}")
         if not -1 <= self.min_ss <= 1:
-            raise ValueError(f"{where}: min_ss must be in -1..1 (a cosine), got {self.min_ss}")
+            raise UserError(f"{where}: min_ss must be in -1..1 (a cosine), got {self.min_ss}")
         if self.batch_size < 1:
-            raise ValueError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
+            raise UserError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
 
     def overridden(self, **values) -> "FilterConfig":
         """A copy with the non-None ``values`` set (CLI flags)."""
@@ -65,8 +75,6 @@ class FilterConfig:
 
     def build_chain(self) -> list:
         """Cheap checks first, so the expensive models only see survivors."""
-        from filters import CERFilter, QualityFilter, SpeakerSimilarityFilter
-
         return [
             QualityFilter(**self.quality),
             CERFilter(asr=self.asr, max_cer=self.max_cer, per_style=self.per_style,

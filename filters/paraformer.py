@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.errors import MissingModel, MissingPackage
+
 HINT = "Paraformer needs `pip install funasr` and a local model dir (asr.<lang>.model in the ASR config)"
 
 
@@ -22,11 +24,11 @@ class ParaformerASR:
 
     def __init__(self, model: str = "", device: str = "cpu", batch_size_s: int = 300):
         if not model or not Path(model).expanduser().is_dir():
-            raise FileNotFoundError(f"{HINT}; model dir {model or '(not set)'!r} does not exist")
+            raise MissingModel(f"{HINT}; model dir {model or '(not set)'!r} does not exist")
         try:
             from funasr import AutoModel
         except ImportError:
-            raise ImportError(f"{HINT}; funasr is not installed") from None
+            raise MissingPackage(f"{HINT}; funasr is not installed") from None
         self.model = AutoModel(model=str(Path(model).expanduser()), device=device,
                                disable_update=True, disable_pbar=True, log_level="ERROR")
         self.name = f"paraformer:{Path(model).name}"

