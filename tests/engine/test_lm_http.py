@@ -2,7 +2,6 @@
 the engine itself, every sequence deinterleaves, retries after 500s, timeouts, an unreachable
 URL, repair of a server that breaks the pattern, and the request/response mapping."""
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -93,26 +92,44 @@ def test_persistent_500_fails_that_request_only(server):
 
 
 def test_timeout_is_retried_then_reported(server):
+    """A server slower than ``timeout_s`` costs one attempt each time: the client stops waiting
+    after the configured 0.5 s (the server would answer after 1.5 s) and retries."""
     server.faults.append("sleep:1.5")
+    before = len(server.requests)
     [g] = HTTPEngine(server.url, timeout_s=0.5, retries=1, backoff_s=0.05).generate(
         prompts(1), SamplingParams(seed=1, max_tokens=5, stop_token_ids=()))
-    assert len(g.token_ids) == 5
+    assert len(g.token_ids) == 5 and len(server.requests) - before == 2  # the stalled one, the retry
     server.faults.extend(["sleep:1.5", "sleep:1.5"])
-    start = time.monotonic()
-    with pytest.raises(RequestError, match="no response within 0.5 s"):
+    before = len(server.requests)
+    with pytest.raises(RequestError) as err:
         HTTPEngine(server.url, timeout_s=0.5, retries=1, backoff_s=0.05).generate(
             prompts(1), SamplingParams(seed=1, max_tokens=5))
-    assert time.monotonic() - start < 3
+    [message] = err.value.errors.values()
+    assert "failed after 2 attempts: no response within 0.5 s" in message
+    assert len(server.requests) - before == 2 and not server.faults  # both stalled, no third try
 
 
 def test_unreachable_url_fails_fast_with_a_clear_error():
+    """Once one request has used up its retries on a refused connection, the others give up
+    without connecting: only the first ``concurrency`` prompts ever try."""
     url = f"http://127.0.0.1:{free_port()}"
-    start = time.monotonic()
+    engine = HTTPEngine(url, retries=2, backoff_s=0.1, concurrency=8)
+    attempts = []
+    request = engine._request
+
+    def counted(*args):
+        attempts.append(args)
+        return request(*args)
+
+    engine._request = counted
     with pytest.raises(RequestError) as err:
-        HTTPEngine(url, retries=2, backoff_s=0.1).generate(prompts(20), SamplingParams(max_tokens=5))
-    assert time.monotonic() - start < 5
+        engine.generate(prompts(20), SamplingParams(max_tokens=5))
     assert set(err.value.errors) == set(range(20))
     assert all("unreachable" in e and url in e for e in err.value.errors.values())
+    posts = [a for a in attempts if a[0] == "POST"]  # not the GET /v1/models that asks the context
+    assert 3 <= len(posts) <= 8 * 3  # at most concurrency x (retries + 1), not 20 x 3
+    gave_up = [e for e in err.value.errors.values() if "an earlier request failed to connect" in e]
+    assert len(gave_up) >= 20 - 8
 
 
 def test_a_server_that_breaks_the_pattern_is_repaired(server):
