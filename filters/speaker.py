@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, read_audio
+from engine.speaker_embed import MIN_SAMPLES, embed_batch, load_encoder, model_id
 from filters.base import Filter, RowProblem, Verdict, add_flags, get_audio, reject
-from filters.speaker_embed import MIN_SAMPLES, embed_batch, load_encoder, model_id
 
 
 class SpeakerSimilarityFilter(Filter):

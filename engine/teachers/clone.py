@@ -22,6 +22,7 @@ import numpy as np
 from engine.audio import SAMPLE_RATE, preprocess, read_audio
 from engine.espeak import render
 from engine.prosody_measure import f0_stats
+from engine.speaker_embed import embed_batch, load_encoder
 from engine.teachers.isolate import pristine
 
 # f5 is left out: it is f2's formants with a higher pitch floor, which the pitch search covers.
@@ -52,31 +53,6 @@ def text_language(text: str) -> str:
     return "zh" if _CJK.search(text or "") else "en"
 
 
-def embed_batch(encoder, wavs: list[np.ndarray], rate: float = 1.3) -> np.ndarray:
-    """resemblyzer utterance embeddings ``[n, 256]`` of 16 kHz waves, all partials in one
-    forward pass (the same result as ``embed_utterance`` per wave, several times faster)."""
-    import torch
-    from resemblyzer import audio
-
-    mels, owner = [], []
-    for i, wav in enumerate(wavs):
-        wav_slices, mel_slices = encoder.compute_partial_slices(len(wav), rate, 0.75)
-        mel = audio.wav_to_mel_spectrogram(np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav)))))
-        mels.extend(mel[s] for s in mel_slices)
-        owner.extend([i] * len(mel_slices))
-    threads = torch.get_num_threads()
-    # The teacher declares one CPU; a many-thread LSTM on a shared machine ran 3x slower.
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            partial = encoder(torch.from_numpy(np.stack(mels)).float()).numpy()
-    finally:
-        torch.set_num_threads(threads)
-    owner = np.asarray(owner)
-    out = np.stack([partial[owner == i].mean(axis=0) for i in range(len(wavs))])
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
 def _render_candidates(lang: str, keys: list[tuple[str, int]]) -> list[tuple[np.ndarray, int]]:
     text, voice = CANDIDATE_TEXTS[lang], CANDIDATE_VOICES[lang]
     return [render(text, voice=f"{voice}+{variant}", pitch=pitch) for variant, pitch in keys]
@@ -102,10 +78,9 @@ class CloneSearch:
     def _embed(self, wavs: list[np.ndarray]) -> np.ndarray:
         with self._lock:
             if self._encoder is None:
-                from resemblyzer import VoiceEncoder
-
-                self._encoder = VoiceEncoder("cpu", verbose=False)
-        return embed_batch(self._encoder, wavs)
+                self._encoder = load_encoder("cpu", threads=0)  # 0: the process's setting stays
+        # The teacher declares one CPU: one thread for the encoder passes only.
+        return embed_batch(self._encoder, wavs, threads=1)
 
     def candidates(self, lang: str) -> _Candidates:
         """Render and embed every variant x pitch once for ``lang`` ('en' or 'zh')."""

@@ -16,6 +16,6 @@ def router():
 
 @pytest.fixture(scope="session")
 def encoder():
-    from filters.speaker_embed import load_encoder
+    from engine.speaker_embed import load_encoder
 
     return load_encoder("cpu", threads=1)

@@ -5,7 +5,7 @@ import soundfile as sf
 
 from filter_speech import speak
 from filters.speaker import SpeakerSimilarityFilter
-from filters.speaker_embed import embed_batch
+from engine.speaker_embed import embed_batch
 
 PROMPT = "This is my natural voice, listen closely to how I speak every word."
 TARGET = "The weather is lovely today, and the garden is full of flowers."
@@ -46,6 +46,12 @@ def test_batched_embeddings_match_resemblyzer(encoder):
     ours = embed_batch(encoder, wavs, max_partials=4)  # forces several encoder passes
     theirs = np.stack([encoder.embed_utterance(w) for w in wavs])
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    import torch
+
+    threads = torch.get_num_threads()
+    capped = embed_batch(encoder, wavs, threads=1)  # the clone search's setting
+    np.testing.assert_allclose(capped, theirs, atol=1e-5)
+    assert torch.get_num_threads() == threads
 
 
 def test_reference_fallbacks_and_unscored(ssf):
