@@ -4,16 +4,16 @@
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from manifests.atomic import atomic_path
+from manifests.digest import file_sha256
 from manifests.errors import UserError
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "melvq.npz"
@@ -21,23 +21,19 @@ FORMAT = "melvq-1"
 
 
 def save(path, codebooks: dict[str, np.ndarray], decoder: dict[str, np.ndarray], config: dict) -> str:
-    """Write atomically (temp file + rename); returns the file's short sha256.
+    """Write atomically (:func:`manifests.atomic.atomic_path`); returns the file's short sha256.
 
     Args:
         codebooks: ``{"vq02": [k02, d02], "vq06": [k06, d06]}``.
         decoder: parameter name -> array (a torch ``state_dict`` as numpy).
         config: decoder shape and training settings, stored as JSON.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v, np.float16) for k, v in codebooks.items()}
     arrays.update({f"dec/{k}": np.asarray(v, np.float16) for k, v in decoder.items()})
     arrays["config"] = np.frombuffer(json.dumps({"format": FORMAT, **config}, sort_keys=True).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    _write_npz(tmp, arrays)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        _write_npz(tmp, arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0o600; a shipped weights file is world-readable
     return digest(path)
 
 
@@ -52,7 +48,8 @@ def _write_npz(path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def digest(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
+    """The first 8 hex digits of the file's sha256: the ``+HASH`` of a codec version."""
+    return file_sha256(path)[:8]
 
 
 def load(path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
