@@ -67,6 +67,12 @@ class Instruction:
     speed: str = "normal"
     speaker: str = ""
 
+    @classmethod
+    def of(cls, task) -> "Instruction":
+        """The instruction of a task record (:class:`manifests.record.Task`, or anything with its
+        instruction fields as attributes)."""
+        return cls(**{f.name: getattr(task, f.name) for f in fields(cls)})
+
     def __post_init__(self):
         _choose("emotion", self.emotion, (NEUTRAL, *EMOTIONS))
         _choose("dialect", self.dialect, DIALECTS)

@@ -1,53 +1,15 @@
-"""The task record: one text with one instruction, the unit every stage works on.
-
-A ``Task`` is one row of ``tasks.parquet``; later stages add columns to the manifest row that
-carries its id rather than keeping side tables.
-"""
+"""Task ids: the content hash of what is asked for. The task record itself is
+:class:`manifests.record.Task` (re-exported here); its instruction is ``Instruction.of(task)``."""
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 
 from engine.instructions import Instruction
+from manifests.record import Task
 
-
-@dataclass(frozen=True)
-class Task:
-    """One synthesis request.
-
-    ``speaker_wav`` / ``speaker_text`` hold the clone prompt (a 16 kHz-or-any-rate wav and its
-    transcript) when ``speaker`` is set. ``seed`` drives every random choice the teacher makes.
-    """
-
-    id: str
-    text: str
-    lang: str
-    emotion: str = "neutral"
-    intensity: int = 0
-    dialect: str = "mandarin"
-    style: str = "speech"
-    speed: str = "normal"
-    speaker: str = ""
-    speaker_wav: str = ""
-    speaker_text: str = ""
-    seed: int = 0
-
-    @property
-    def instruction(self) -> Instruction:
-        return Instruction(
-            emotion=self.emotion, intensity=self.intensity, dialect=self.dialect,
-            style=self.style, speed=self.speed, speaker=self.speaker,
-        )
-
-    def to_row(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_row(cls, row: dict) -> "Task":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in names})
-
+__all__ = ["Task", "task_id"]
 
 _INSTRUCTION_FIELDS = fields(Instruction)
 

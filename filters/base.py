@@ -9,22 +9,24 @@ A sample is one dict, a manifest row plus its decoded payloads::
 
 A filter returns one :class:`Verdict` per sample, in order, and never raises for one bad row: a
 missing, corrupt or empty payload is a rejected verdict whose reason names the problem. Filters
-know nothing of Ray; the filter job maps them onto actor pools using ``resources``::
+are :class:`~manifests.stage.Stage` s and know nothing of Ray; the filter job runs a
+:class:`FilterChain` (itself a stage) on generic actor pools using the ``resources`` they declare::
 
-    chain = [QualityFilter(), CERFilter(), SpeakerSimilarityFilter()]
-    for f in chain:
-        f.setup()                       # loads models once per actor
-    verdicts = run_chain(chain, samples)
+    chain = FilterChain([QualityFilter(), CERFilter(), SpeakerSimilarityFilter()])
+    chain.setup()                       # loads models once per actor
+    records = chain.process(records)    # + cer, ss, quality_flags, accepted, reject_reason ...
+    verdicts = run_chain(chain.filters, samples)   # the same, as Verdicts
 """
 from __future__ import annotations
 
 import io
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, resample
+from manifests.stage import Stage, combined_resources
 
 FLAGS = "quality_flags"  # shared column: every filter appends to it, none overwrites it
 
@@ -43,21 +45,50 @@ def reject(reason: str, **scores) -> Verdict:
     return Verdict(False, reason, scores)
 
 
-class Filter(ABC):
+class Filter(Stage):
     """Scores a batch of samples. Subclasses set ``name``, ``columns`` (the score columns they
-    add) and ``resources`` (what one instance needs, for sizing an actor pool)."""
+    add) and ``resources`` (what one instance needs, for sizing an actor pool), and implement
+    ``__call__``; ``setup`` loads models once per worker."""
 
     name: str = "filter"
     columns: tuple[str, ...] = ()
     resources: dict = {"num_cpus": 1, "num_gpus": 0}
 
-    def setup(self) -> None:
-        """Load models. Called once per worker before the first batch; raises ImportError or
-        FileNotFoundError with an install hint when a package or model is missing."""
-
     @abstractmethod
     def __call__(self, samples: list[dict]) -> list[Verdict]:
         """One verdict per sample, in order."""
+
+    def process(self, records: list[dict]) -> list[dict]:
+        """This filter alone as a stage: :meth:`FilterChain.process` of a chain of one."""
+        return FilterChain([self]).process(records)
+
+
+class FilterChain(Stage):
+    """Filters in order (cheap first) as one stage: each record gains the filters' score columns,
+    ``accepted`` and ``reject_reason``. A record that arrives rejected (``accepted`` False, e.g.
+    its payload could not be read) passes through unscored.
+
+    Args:
+        filters: the chain (:meth:`filters.config.FilterConfig.build_chain`).
+        score_rejected: run every filter on every row (eval); verdicts are unchanged.
+    """
+
+    name = "filters"
+
+    def __init__(self, filters: list[Filter], score_rejected: bool = False):
+        self.filters, self.score_rejected = filters, score_rejected
+        self.resources = combined_resources(filters)
+
+    def setup(self) -> None:
+        for f in self.filters:
+            f.setup()
+
+    def process(self, records: list[dict]) -> list[dict]:
+        out = [dict(r) for r in records]
+        live = [i for i, r in enumerate(records) if r.get("accepted") is not False]
+        for i, v in zip(live, run_chain(self.filters, [records[i] for i in live], self.score_rejected)):
+            out[i].update(v.scores, accepted=v.keep, reject_reason=v.reason)
+        return out
 
 
 class RowProblem(ValueError):

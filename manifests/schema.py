@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TASK_FIELDS = [
-    ("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
-    ("emotion", pa.string()), ("intensity", pa.int8()), ("dialect", pa.string()),
-    ("style", pa.string()), ("speed", pa.string()), ("speaker", pa.string()),
-    ("speaker_wav", pa.string()), ("speaker_text", pa.string()), ("seed", pa.int64()),
-]
-TASK_SCHEMA = pa.schema(TASK_FIELDS)
+from manifests.record import TASK_SCHEMA
 
 MANIFEST_SCHEMA = pa.schema(
-    TASK_FIELDS
+    list(TASK_SCHEMA)
     + [
         ("attempt", pa.int16()),
         ("status", pa.string()),          # "ok" or "error"

@@ -1,29 +1,52 @@
-"""Map batches of rows over a pool of stateful workers with Ray Data.
+"""Run lists of stages over records on a pool of Ray actors.
 
-Stages (teachers, filters) are plain classes: ``Worker(**kwargs)(batch) -> batch`` where a batch
-is a dict of equal-length columns. This module is the only place that knows about Ray: it starts
-(or joins) a cluster, sizes the actor pool from the resources the stage declares, and streams the
-result batches back to the driver, which commits them.
+Stages (teachers, codecs, filters: :class:`manifests.stage.Stage`) know nothing of Ray. This module
+is the only place that does: it starts (or joins) a cluster, sizes an actor pool from the resources
+the stages declare, runs one generic :class:`StageWorker` per actor, and streams the result records
+back to the driver, which commits them.
+
+    for records in map_stages(rows, build, {"teacher": "reference"}, {"num_cpus": 1}, batch_size=4):
+        ...   # lists of dict records, with the stages' columns added
+
+``build(**kwargs)`` runs inside each actor and returns its stages (so models load there, once).
+Records travel pickled in one binary column: Ray would turn None scores into NaN in typed columns
+and variable-length arrays into tensor extensions.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Iterator
+import pickle
+import sys
+import tempfile
+import traceback
+from typing import Callable, Iterator
 
 import numpy as np
 
+from manifests.errors import UserError
+from manifests.stage import run_stages
 
-def batch_rows(batch: dict) -> list[dict]:
-    """A Ray numpy batch (dict of columns) -> rows of plain Python values (numpy scalars unwrapped,
-    so rows serialise as JSON)."""
-    keys = list(batch)
-    n = len(batch[keys[0]]) if keys else 0
-    return [{k: _plain(batch[k][i]) for k in keys} for i in range(n)]
+RECORD = "record"
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+class StageFailed(RuntimeError):
+    """A stage raised inside a Ray worker; the message carries the worker's traceback and logs."""
+
+
+class StageWorker:
+    """One Ray actor: ``build(**kwargs)`` makes its stages, each set up once, then every batch
+    passes through all of them in order."""
+
+    def __init__(self, build: Callable[..., list], kwargs: dict):
+        self.stages = build(**kwargs)
+        for stage in self.stages:
+            stage.setup()
+
+    def __call__(self, batch: dict) -> dict:
+        records = run_stages(self.stages, [pickle.loads(b) for b in batch[RECORD]])
+        return {RECORD: np.array([pickle.dumps(r) for r in records], dtype=object)}
 
 
 def init_ray(address: str | None = None) -> None:
@@ -33,21 +56,44 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray's C++ core logs a warning for every actor pool whose constructor arguments sit in the
-    # object store; errors still reach the driver as exceptions.
+    # Ray's C++ core warns for every actor pool whose constructor arguments sit in the object
+    # store (Ray Data always puts them there); errors still reach the driver as exceptions.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    # Worker output stays in the worker logs (a failure is reported with its traceback and the
+    # log folder, see StageFailed); the driver's terminal keeps one progress bar.
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   configure_logging=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count(), **kwargs)
+    with _without_stderr_line("Set ray log level from environment variable"):
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one bar over the whole job
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _without_stderr_line(marker: str):
+    """Pass everything written to file descriptor 2 inside the block through, except lines
+    containing ``marker`` (the C++ core announces the log level it read from the environment)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            kept = [line for line in buf.read().decode(errors="replace").splitlines(True) if marker not in line]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def pool_size(resources: dict, requested: int | None = None) -> int:
@@ -62,29 +108,89 @@ def pool_size(resources: dict, requested: int | None = None) -> int:
     return max(1, int(total.get("CPU", 1) // max(resources.get("num_cpus", 1), 1e-3)))
 
 
-def map_pool(rows: list[dict], worker_cls, worker_kwargs: dict, resources: dict,
-             batch_size: int, workers: int | None = None, address: str | None = None) -> Iterator[dict]:
-    """Run ``worker_cls(**worker_kwargs)`` over ``rows`` in batches on an actor pool.
+def map_stages(records: list[dict], build: Callable[..., list], kwargs: dict, resources: dict,
+               batch_size: int, workers: int | None = None, address: str | None = None
+               ) -> Iterator[list[dict]]:
+    """Run the stages ``build(**kwargs)`` makes over ``records`` in batches on an actor pool.
 
     Args:
-        rows: input records (dicts of plain values).
+        records: input records (dicts; any picklable values).
+        build: a module-level function returning the list of stages (called in each actor).
         resources: per-worker ``{"num_cpus": float, "num_gpus": float}``.
-        batch_size: rows per call.
+        batch_size: records per call.
         workers: actor pool size; default fills the cluster.
     Yields:
-        Result batches (dict of numpy columns) in completion order.
+        Lists of result records, in completion order.
+    Raises:
+        UserError: a stage reported bad input (e.g. a model that cannot be loaded).
+        StageFailed: any other exception inside a worker, with its traceback.
     """
     import ray
 
     init_ray(address)
-    size = pool_size(resources, workers)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch_size)))
-    ds = ds.map_batches(
-        worker_cls,
-        fn_constructor_kwargs=worker_kwargs,
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=min(size, max(1, -(-len(rows) // batch_size)))),
-        num_cpus=resources.get("num_cpus", 1),
-        num_gpus=resources.get("num_gpus", 0),
-    )
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+    blocks = max(1, -(-len(records) // batch_size))
+    size = min(pool_size(resources, workers), blocks)
+    ds = ray.data.from_items([{RECORD: pickle.dumps(r)} for r in records], override_num_blocks=blocks)
+    ds = ds.map_batches(StageWorker, fn_constructor_kwargs={"build": build, "kwargs": kwargs},
+                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
+                        num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0))
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [pickle.loads(b) for b in batch[RECORD]]
+    except Exception as exc:  # Ray wraps what a worker raised; unwrap it for the user
+        raise worker_failure(exc) from None
+
+
+def worker_failure(exc: BaseException) -> Exception:
+    """What to raise in the driver for ``exc`` from Ray: a UserError a stage raised, as it is
+    (also when it killed the actor's constructor, where Ray keeps only its traceback text), else a
+    StageFailed carrying the worker's traceback and the folder of the worker logs."""
+    chain = _chain(exc)
+    for e in chain:
+        found = e if isinstance(e, UserError) else _user_error_in(getattr(e, "error_msg", None) or str(e))
+        if found is not None:
+            return found
+    detail = "\n".join(_describe(e) for e in chain).strip()
+    return StageFailed(f"a stage failed inside a Ray worker\n--- worker traceback ---\n{detail}\n"
+                       f"--- worker logs: {ray_logs_dir()} ---")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps (Ray's ``cause``, ``__cause__``, ``__context__``)."""
+    out, todo = [], [exc]
+    while todo:
+        e = todo.pop(0)
+        if isinstance(e, BaseException) and all(e is not seen for seen in out):
+            out.append(e)
+            todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return out
+
+
+def _user_error_in(text) -> UserError | None:
+    """The first UserError a remote traceback shows (a line ``pkg.module.SomeError: message``)."""
+    for line in (text or "").splitlines() if isinstance(text, str) else ():
+        name, sep, message = line.strip().partition(": ")
+        module, _, cls_name = name.rpartition(".")
+        cls = getattr(sys.modules.get(module), cls_name, None) if sep and module else None
+        if isinstance(cls, type) and issubclass(cls, UserError):
+            return cls(message)
+    return None
+
+
+def _describe(e: BaseException) -> str:
+    if getattr(e, "error_msg", None):
+        return e.error_msg
+    if e.__traceback__ is not None and not type(e).__module__.startswith("ray."):
+        return "".join(traceback.format_exception(e)).rstrip()
+    return str(e) or repr(e)
+
+
+def ray_logs_dir() -> str:
+    """The log folder of the current Ray session (worker stdout/stderr live there)."""
+    import ray
+
+    try:
+        node = ray._private.worker.global_worker.node  # no public API names the session folder
+        return os.path.join(node.get_session_dir_path(), "logs")
+    except AttributeError:
+        return "/tmp/ray/session_latest/logs"

@@ -17,46 +17,59 @@ what the teacher's own SS was measured against, so the two figures compare.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
+import json
 import sys
-import time
 from pathlib import Path
 
 from distill.config import SAMPLING_KEYS
+from engine import __version__
+from engine.device import has_cuda
+from engine.lm.vllm_engine import VLLM_HINT
+from filters.config import FilterConfig
+from manifests import RunDir, RunError, UserError, read_sample, write_json
+from manifests.digest import model_dir_fingerprint
+from manifests.stage import Stage
 from pipelines.eval_prompts import Prompt, prompts_hash, read_prompts
 from pipelines.eval_report import aggregate, eval_rows
-from pipelines.synthesize import SynthesisWorker
-from manifests import RunDir, RunError
+from pipelines.filter_job import filter_run, load_config
+from pipelines.identity import claim_run, identify, utc_now
+from pipelines.synthesize import Lineage, next_work, run_synthesis, synthesis_stages
 
 ENGINES = ("auto", "torch", "vllm")
 STUDENT_TYPES = ("step1", "llama")
 
 
-class EvalWorker(SynthesisWorker):
-    """A synthesize worker that stores the teacher's rendering of each task as ``src.flac``.
+class TeacherReference(Stage):
+    """Stores the teacher's rendering of each task as the sample's ``src.flac`` (the speaker
+    reference of non-clone rows).
 
     Args:
         references: task id -> ``[teacher shard path, byte offset]``.
     """
 
-    def __init__(self, teacher: str, codec: str = "melvq", references: dict | None = None):
-        super().__init__(teacher, codec)
-        self.references = references or {}
+    name = "teacher-reference"
 
-    def __call__(self, batch: dict) -> dict:
-        out = super().__call__(batch)
-        for i, task_id in enumerate(out["id"]):
-            where = self.references.get(task_id)
-            if where and not out["error"][i]:
-                out["src_flac"][i] = teacher_audio(*where)
+    def __init__(self, references: dict):
+        self.references = references
+
+    def process(self, records: list[dict]) -> list[dict]:
+        out = []
+        for r in records:
+            where = self.references.get(r["id"])
+            if where and not r["error"]:
+                r = {**r, "members": {**r["members"], "src.flac": teacher_audio(*where)}}
+            out.append(r)
         return out
+
+
+def evaluation_stages(teacher: str, codec: str = "melvq", references: dict | None = None) -> list[Stage]:
+    """The synthesize stages plus :class:`TeacherReference`."""
+    return synthesis_stages(teacher, codec) + [TeacherReference(references or {})]
 
 
 def teacher_audio(shard: str, offset: int) -> bytes:
     """The teacher's source rendering of a sample, else its decoded audio (b"" when unreadable)."""
-    from manifests import read_sample
-
     try:
         members = read_sample(shard, int(offset))
     except (OSError, ValueError, KeyError):
@@ -91,19 +104,17 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
         ValueError: bad prompts, not a student dir, an engine that cannot run it, or an ``out``
             made for another student, prompts or generation settings (one line each).
     """
-    from pipelines.commands.synthesize import _identify
-
     student, student_type = check_student(student)
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise UserError(f"limit must be at least 1, got {limit}")
     if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        raise UserError(f"max_seconds must be > 0, got {max_seconds}")
     records, skipped = read_prompts(prompts)
     kind = pick_engine(student_type, engine)
     options = {**({"max_seconds": f"{max_seconds:g}"} if max_seconds else {}), **_sampling(sampling)}
     spec = f"{kind}:{student}" + ("?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
     codec_spec = codec
-    generator, codec = _identify(spec, codec_spec)
+    generator, codec = identify(spec, codec_spec)
     check_codec(student, codec)
     runs = teacher_runs(records, Path(prompts))
     run = RunDir(out)
@@ -120,15 +131,11 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
         wanted = records[:limit] if limit else records
         generated = _generate(run, wanted, len(records), spec, generator, codec, codec_spec, runs, progress,
                               ray_address)
-        from pipelines.commands.filter import filter_run
-
         filter_run(run, config, ray_address, progress, quiet=True)
         report = {**_report(run, identity, records, wanted, skipped, config), "generated_now": generated}
-        from manifests import write_json
-
         write_json(run.path / "eval.json", report)
         run.update_stage("eval", status="done", rows=len(report["rows"]), eval_json="eval.json",
-                         finished_at=_now())
+                         finished_at=utc_now())
     return report
 
 
@@ -139,7 +146,7 @@ def _sampling(sampling: dict | None) -> dict[str, str]:
     out = {}
     for key, value in (sampling or {}).items():
         if key not in SAMPLING_KEYS:
-            raise ValueError(f"unknown sampling option {key!r} (choose {', '.join(SAMPLING_KEYS)})")
+            raise UserError(f"unknown sampling option {key!r} (choose {', '.join(SAMPLING_KEYS)})")
         if value is not None:
             out[key] = f"{value:g}" if isinstance(value, float) else str(value)
     return out
@@ -147,23 +154,21 @@ def _sampling(sampling: dict | None) -> dict[str, str]:
 
 def check_student(path: str | Path) -> tuple[Path, str]:
     """(absolute dir, model type) of a student checkpoint; ValueError when it is not one."""
-    import json
-
     path = Path(path)
     config = path / "config.json"
     if not path.is_dir():
-        raise ValueError(f"{path}: no such student directory")
+        raise UserError(f"{path}: no such student directory")
     if not config.is_file():
-        raise ValueError(f"{path} is not a student checkpoint (no config.json)")
+        raise UserError(f"{path} is not a student checkpoint (no config.json)")
     try:
         kind = json.loads(config.read_text()).get("model_type", "")
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        raise ValueError(f"{config}: not a valid config.json") from None
+        raise UserError(f"{config}: not a valid config.json") from None
     if kind not in STUDENT_TYPES:
-        raise ValueError(f"{path} is not a student checkpoint (model_type {kind!r}, expected "
+        raise UserError(f"{path} is not a student checkpoint (model_type {kind!r}, expected "
                          f"{' or '.join(STUDENT_TYPES)})")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise ValueError(f"{path} is not a student checkpoint (no weights)")
+        raise UserError(f"{path} is not a student checkpoint (no weights)")
     return path.resolve(), kind
 
 
@@ -172,8 +177,6 @@ def check_codec(student: Path, codec) -> None:
     ids mean different sounds under other codebooks. The codec is recorded in
     ``STUDENT/train.json`` by distill; for students trained before that record, the ``run.json``
     of the corpus runs that train.json lists. A student with neither is not checked."""
-    import json
-
     try:
         info = json.loads((Path(student) / "train.json").read_text())
         trained = info.get("codec")
@@ -182,38 +185,27 @@ def check_codec(student: Path, codec) -> None:
     except (OSError, ValueError, AttributeError, TypeError):
         return
     if trained and trained != codec.version:
-        raise ValueError(f"{student} was distilled from {trained} tokens, but the codec is {codec.version}; "
+        raise UserError(f"{student} was distilled from {trained} tokens, but the codec is {codec.version}; "
                          f"pass --codec with the {trained} weights file")
 
 
 def pick_engine(student_type: str, engine: str = "auto") -> str:
     """The LM engine kind for a student: see :func:`evaluate_student`."""
-    from engine.teachers.lm import _has_cuda
-
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r} (choose {', '.join(ENGINES)})")
+        raise UserError(f"unknown engine {engine!r} (choose {', '.join(ENGINES)})")
     has_vllm = importlib.util.find_spec("vllm") is not None
     if engine == "vllm" and not has_vllm:
-        from engine.lm.vllm_engine import VLLM_HINT
-
-        raise ValueError(f"engine vllm: vLLM is not installed; {VLLM_HINT}")
+        raise UserError(f"engine vllm: vLLM is not installed; {VLLM_HINT}")
     if engine != "auto":
         return engine
-    if has_vllm and (_has_cuda() or student_type == "llama"):
+    if has_vllm and (has_cuda() or student_type == "llama"):
         return "vllm"
     return "torch"
 
 
 def student_fingerprint(path: Path) -> str:
     """A hash of config.json, the tokenizer and the weights (as LM teacher ids fingerprint them)."""
-    from engine.teachers.lm import _hash_file
-
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.name in ("config.json", "tokenizer.model") or f.suffix in (".safetensors", ".bin") \
-                or f.name.endswith(".index.json"):
-            _hash_file(h, f)
-    return h.hexdigest()[:12]
+    return model_dir_fingerprint(path)
 
 
 def teacher_runs(prompts: list[Prompt], prompts_path: Path) -> dict[str, RunDir | None]:
@@ -258,26 +250,10 @@ def _references(prompts: list[Prompt], runs: dict) -> dict[str, list]:
 
 def _claim(run: RunDir, identity: dict, prompts: list[Prompt], runs: dict) -> None:
     """Create the eval run, or check that ``run`` was made for this student, prompts and engine."""
-    from engine import __version__
-    from engine.spec import write_tasks
-    from pipelines.commands.synthesize import _versions
-
     section, source = _teacher_filter(runs)
-    if run.exists():
-        info = run.info()
-        _check_same(run, info, identity)
-        info["spec"] = {"filter": section}
-        info["filter_from"] = source
-        if not run.tasks.exists():
-            write_tasks([p.task for p in prompts], run.tasks)
-        run.write_info(info)
-        return
-    if run.path.exists() and any(p.name != ".lock" for p in run.path.iterdir()):
-        raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
-    write_tasks([p.task for p in prompts], run.tasks)  # run.json last: its presence means set up
-    run.write_info({"stepforge_version": __version__, **identity, "spec_hash": identity["prompts_hash"],
-                    "spec": {"filter": section}, "filter_from": source, "versions": _versions(),
-                    "created_at": _now(), "stages": {}})
+    claim_run(run, [p.task for p in prompts], {**identity, "spec_hash": identity["prompts_hash"]},
+              lambda info: _check_same(run, info, identity),
+              refresh={"spec": {"filter": section}, "filter_from": source})
 
 
 def _teacher_filter(runs: dict) -> tuple[dict, str | None]:
@@ -308,16 +284,13 @@ def _check_same(run: RunDir, info: dict, identity: dict) -> None:
 def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, generator, codec,
               codec_spec: str, runs: dict, progress: bool, address) -> int:
     """Generate the prompts without a manifest row; returns how many were generated."""
-    from engine import __version__
-    from pipelines.synthesize import Lineage, next_work, run_synthesis
-
     todo = next_work(run, [p.task for p in wanted])
     if todo:
         lineage = Lineage(spec_hash=run.info()["prompts_hash"], teacher_id=generator.id,
                           codec_version=codec.version, stepforge_version=__version__)
         stats = run_synthesis(run, todo, spec, lineage, codec=codec_spec, resources=generator.resources,
                               batch_size=generator.batch_size, address=address, progress=progress,
-                              worker=EvalWorker, worker_kwargs={"references": _references(wanted, runs)})
+                              stages=evaluation_stages, stage_kwargs={"references": _references(wanted, runs)})
         total = run.info().get("stages", {}).get("eval", {}).get("generation") or {}
         for key in ("tasks", "errors", "wall_s", "audio_s"):
             total[key] = round(total.get(key, 0) + stats[key], 2)
@@ -330,15 +303,12 @@ def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, 
     table = run.consolidate()
     done = len(set(table.column("id").to_pylist()))
     run.update_stage("synthesize", status="done" if done >= total_prompts else "partial",
-                     tasks_done=done, rows=table.num_rows, total=total_prompts, finished_at=_now())
+                     tasks_done=done, rows=table.num_rows, total=total_prompts, finished_at=utc_now())
     return len(todo)
 
 
 def _filter_config(run: RunDir, filter_config):
     """The filter config: ``filter_config`` over the teacher run's thresholds (run.json spec.filter)."""
-    from filters.config import FilterConfig
-    from pipelines.commands.filter import load_config
-
     if filter_config is None or isinstance(filter_config, (str, Path)):
         config = load_config(run, str(filter_config) if filter_config else None)
     elif isinstance(filter_config, FilterConfig):
@@ -376,9 +346,5 @@ def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Pro
         "generation": info.get("stages", {}).get("eval", {}).get("generation") or {},
         "aggregate": aggregate(rows),
         "rows": rows,
-        "created_at": _now(),
+        "created_at": utc_now(),
     }
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -2,76 +2,123 @@
 
     stepforge filter RUN [--max-cer 0.2] [--min-ss 0.6] [--config filter.yaml]
 
-Rows go through a pool of ``FilterWorker`` actors, each holding the whole chain (quality checks,
-then CER, then speaker similarity: a row rejected early never reaches the expensive models).
-The driver journals verdicts in parts and merges them into manifest.parquet; a rerun scores only
-rows without a verdict under the same config, and a changed config rescores everything.
+Each row is a record that passes through the stages :func:`filter_stages` builds on a pool of
+generic Ray workers: :class:`LoadSample` (the row's payloads from its shard), the filter chain
+(quality checks, then CER, then speaker similarity: a row rejected early never reaches the
+expensive models), then :class:`Verdicts` (just the verdict columns go back to the driver). The
+driver journals verdicts in parts and merges them into manifest.parquet; a rerun scores only rows
+without a verdict under the same config, and a changed config rescores everything.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-import numpy as np
+import yaml
+from tqdm import tqdm
 
+from filters import FilterChain, reject
 from filters.config import FilterConfig
+from filters.summary import format_yield, yield_summary
 from manifests import RunDir, read_sample
+from manifests.errors import UserError
+from manifests.record import TASK_FIELDS
 from manifests.schema import FILTER_COLUMNS
-from pipelines.actor_pool import batch_rows, map_pool
+from manifests.stage import Stage, combined_resources
+from pipelines.actor_pool import map_stages
 
-ROW_FIELDS = ("id", "attempt", "text", "lang", "dialect", "style", "speaker", "speaker_wav", "shard", "offset")
+# what a filter worker needs of a manifest row: the task, which attempt, where its sample lives
+ROW_FIELDS = (*TASK_FIELDS, "attempt", "shard", "offset")
 COMMIT_EVERY = 32
 
 
-def load_sample(run_path: Path, row: dict) -> dict:
-    """A manifest row plus its payloads from the shard (bytes; filters decode and check them)."""
-    sample = dict(row)
-    try:
-        members = read_sample(run_path / row["shard"], int(row["offset"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        members = {}
-        sample["load_error"] = f"cannot read sample from {row.get('shard')}: {exc}"
-    sample["audio"] = members.get("flac")
-    sample["tokens"] = members.get("tokens.npy")
-    sample["source_audio"] = members.get("src.flac")
-    return sample
+class LoadSample(Stage):
+    """Adds a row's payloads from its shard as bytes (``audio``, ``tokens``, ``source_audio``;
+    filters decode and check them). A sample that cannot be read is rejected with the reason."""
+
+    name = "load-sample"
+
+    def __init__(self, run_path: str | Path):
+        self.run_path = Path(run_path)
+
+    def process(self, records: list[dict]) -> list[dict]:
+        return [self._load(r) for r in records]
+
+    def _load(self, row: dict) -> dict:
+        try:
+            members = read_sample(self.run_path / row["shard"], int(row["offset"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {**row, "accepted": False, "quality_flags": [],
+                    "reject_reason": f"cannot read sample from {row.get('shard')}: {exc}"}
+        return {**row, "audio": members.get("flac"), "tokens": members.get("tokens.npy"),
+                "source_audio": members.get("src.flac")}
 
 
-class FilterWorker:
-    """Runs the filter chain over batches of manifest rows (one Ray actor)."""
+class Verdicts(Stage):
+    """Keeps only the verdict columns of scored records (:data:`FILTER_COLUMNS`, id, attempt)."""
 
-    def __init__(self, run: str, config: dict):
-        self.run_path = Path(run)
-        self.config = FilterConfig.from_dict(config)
-        self.chain = self.config.build_chain()
-        for f in self.chain:
-            f.setup()
+    name = "verdicts"
 
-    def __call__(self, batch: dict) -> dict:
-        from filters import reject, run_chain
+    def __init__(self, config_hash: str):
+        self.config_hash = config_hash
 
-        rows = [{k: row[k] for k in ROW_FIELDS} for row in batch_rows(batch)]
-        samples = [load_sample(self.run_path, r) for r in rows]
-        good = [i for i, s in enumerate(samples) if "load_error" not in s]
-        verdicts = [reject(s.get("load_error", "")) for s in samples]
-        chained = run_chain(self.chain, [samples[i] for i in good], self.config.score_rejected)
-        for i, v in zip(good, chained):
-            verdicts[i] = v
-        # one JSON column: Ray would turn None scores into NaN in typed columns
-        out = [json.dumps(verdict_row(r, v, self.config.hash)) for r, v in zip(rows, verdicts)]
-        return {"id": np.array([r["id"] for r in rows], dtype=object), "verdict": np.array(out, dtype=object)}
+    def process(self, records: list[dict]) -> list[dict]:
+        return [verdict_row(r, self.config_hash) for r in records]
 
 
-def verdict_row(row: dict, verdict, config_hash: str) -> dict:
-    scores = verdict.scores
-    out = {"id": row["id"], "attempt": int(row["attempt"]), "accepted": bool(verdict.keep),
-           "reject_reason": verdict.reason, "filter_hash": config_hash}
+def verdict_row(record: dict, config_hash: str) -> dict:
+    """The verdict of one scored record: id, attempt and every filter column (None if unscored)."""
+    out = {"id": record["id"], "attempt": int(record["attempt"]), "accepted": bool(record["accepted"]),
+           "reject_reason": record.get("reject_reason") or "", "filter_hash": config_hash}
     for name in FILTER_COLUMNS:
         if name not in out:
-            out[name] = scores.get(name)
-    out["quality_flags"] = list(scores.get("quality_flags") or [])
+            out[name] = record.get(name)
+    out["quality_flags"] = list(record.get("quality_flags") or [])
     return out
+
+
+def filter_stages(run: str, config: dict) -> list[Stage]:
+    """The stages of one filter worker (see the module docstring)."""
+    config_ = FilterConfig.from_dict(config)
+    return [LoadSample(run), FilterChain(config_.build_chain(), config_.score_rejected), Verdicts(config_.hash)]
+
+
+def load_config(run: RunDir, path: str | None, **overrides) -> FilterConfig:
+    """The run's filter config: its spec's ``filter:`` section, then the YAML at ``path``, then the
+    non-None ``overrides`` (CLI flags)."""
+    data = (run.info().get("spec") or {}).get("filter") or {}
+    where = f"{run.run_json}: spec.filter"
+    if path:
+        try:
+            given = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"{path}: cannot read filter config ({str(exc).splitlines()[0]})") from None
+        if not isinstance(given, dict):
+            raise UserError(f"{path}: expected a mapping of filter keys, got {type(given).__name__}")
+        data, where = {**data, **given}, path
+    return FilterConfig.from_dict(data, where).overridden(**overrides)
+
+
+def spec_filter_config(spec) -> FilterConfig:
+    """Validate a generation spec's ``filter:`` section (one line naming the spec file)."""
+    try:
+        return FilterConfig.from_dict(spec.config.filter, f"{spec.config.file}: filter")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def filter_run(run: RunDir, config: FilterConfig, address=None, progress=True, quiet=False) -> dict:
+    """Filter, consolidate the manifest, store and print the yield table; returns the summary."""
+    stats = run_filter(run, config, address=address, progress=progress)
+    table = run.consolidate()
+    summary = yield_summary(table)
+    run.update_stage("filter", status="done", last=stats, yield_summary=summary)
+    if not quiet:
+        print(format_yield(summary))
+    if stats["scored"]:
+        print(f"filter: scored {stats['scored']} rows in {stats['wall_s']} s "
+              f"({stats['audio_s_per_wall_s']} audio s per wall s)")
+    return summary
 
 
 def pending_rows(run: RunDir, table, config: FilterConfig) -> tuple[list[dict], list[dict]]:
@@ -85,10 +132,9 @@ def pending_rows(run: RunDir, table, config: FilterConfig) -> tuple[list[dict], 
         if (row["id"], row["attempt"]) in done:
             continue
         if row["status"] != "ok":
-            from filters import reject
-
             verdict = reject(f"teacher error: {row['error']}", quality_flags=["teacher_error"])
-            errors.append(verdict_row(row, verdict, config.hash))
+            errors.append(verdict_row({**row, **verdict.scores, "accepted": False,
+                                       "reject_reason": verdict.reason}, config.hash))
         else:
             todo.append({k: row[k] for k in ROW_FIELDS})
     return todo, errors
@@ -96,8 +142,6 @@ def pending_rows(run: RunDir, table, config: FilterConfig) -> tuple[list[dict], 
 
 def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None, progress: bool = True) -> dict:
     """Score the run's unscored rows; returns counts and throughput. The caller holds the lock."""
-    from tqdm import tqdm
-
     info = run.info()
     previous = info.get("stages", {}).get("filter", {}).get("config_hash")
     if previous and previous != config.hash:
@@ -112,15 +156,13 @@ def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None,
     bar = tqdm(total=len(todo), unit="row", desc="filter", disable=not progress)
     try:
         if todo:
-            chain = config.build_chain()
-            resources = {"num_cpus": max(f.resources.get("num_cpus", 1) for f in chain),
-                         "num_gpus": max(f.resources.get("num_gpus", 0) for f in chain)}
-            for batch in map_pool(todo, FilterWorker, {"run": str(run.path), "config": vars(config)},
-                                  resources, batch_size=config.batch_size, workers=config.workers,
-                                  address=address):
-                for i in range(len(batch["id"])):
-                    buffer.append(json.loads(batch["verdict"][i]))
-                    audio_s += durations.get(buffer[-1]["id"]) or 0.0
+            resources = combined_resources(config.build_chain())
+            for verdicts in map_stages(todo, filter_stages, {"run": str(run.path), "config": vars(config)},
+                                       resources, batch_size=config.batch_size, workers=config.workers,
+                                       address=address):
+                for verdict in verdicts:
+                    buffer.append(verdict)
+                    audio_s += durations.get(verdict["id"]) or 0.0
                     bar.update(1)
                 if len(buffer) >= COMMIT_EVERY:
                     run.commit_verdicts(buffer)

@@ -2,80 +2,75 @@
 
     stepforge synthesize pipelines/configs/builtin.yaml --out runs/demo --teacher reference
 
-Tasks go through a pool of ``SynthesisWorker`` actors (one teacher and one codec each); the
-driver commits results a shard at a time (tar, then journal fragment), so a crash loses at most
-the shard in flight and a rerun redoes exactly the tasks without a committed row.
+Each task attempt is one record that passes through the stages :func:`synthesis_stages` builds
+(the teacher, the codec that decodes its tokens, :class:`PackSample`) on a pool of generic Ray
+workers; the driver commits results a shard at a time (tar, then journal fragment), so a crash
+loses at most the shard in flight and a rerun redoes exactly the tasks without a committed row.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from engine.task import Task
-from engine.tokens import check_audio_ids, duration_seconds
+from engine.audio import to_flac
+from engine.codec import load_codec
+from engine.teachers import make_teacher
+from engine.tokens import duration_seconds
 from manifests import RunDir, json_bytes, npy_bytes
+from manifests.record import Task
 from manifests.shards import sample_key
-from pipelines.actor_pool import batch_rows, map_pool
+from manifests.stage import Stage
+from pipelines.actor_pool import map_stages
 
 SHARD_SIZE = 64
-# shard member extension -> worker result column (empty bytes = absent)
-MEMBERS = {"tokens.npy": "tokens", "flac": "flac", "src.flac": "src_flac", "topk.npz": "topk"}
 BATCH_SIZE = 4
 
 
-class SynthesisWorker:
-    """One teacher plus the codec that turns its tokens back into the audio the filters score."""
+class PackSample(Stage):
+    """Encodes a synthesized record's payloads as shard members (``members``: extension -> bytes):
+    ``tokens.npy`` (int32 ids), ``flac`` (the decoded audio), ``src.flac`` (the teacher's own
+    rendering) and ``topk.npz``; the arrays themselves are dropped, and ``info`` becomes JSON."""
 
-    def __init__(self, teacher: str, codec: str = "melvq"):
-        from engine.codec import load_codec
-        from engine.teachers import make_teacher
+    name = "pack"
+    PAYLOADS = ("tokens", "audio", "source_audio", "topk")
 
-        self.codec = load_codec(codec)
-        self.teacher = make_teacher(teacher, codec=self.codec)  # tokenise with what decodes
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
 
-    def __call__(self, batch: dict) -> dict:
-        rows = batch_rows(batch)
-        tasks = [Task.from_row(row) for row in rows]
-        outputs = self.teacher.synthesize(tasks)
-        results = [{**self._package(task, out), "attempt": row["attempt"]}
-                   for row, task, out in zip(rows, tasks, outputs)]
-        return {key: np.array([r[key] for r in results], dtype=object) for key in results[0]}
+    def process(self, records: list[dict]) -> list[dict]:
+        return [self._pack(r) for r in records]
 
-    def _package(self, task: Task, out) -> dict:
-        from engine.audio import to_flac
-
-        result = {"id": task.id, "error": out.error, "n_tokens": 0, "info": json.dumps(out.info, default=str)}
-        result.update({column: b"" for column in MEMBERS.values()})
-        if out.error:
-            return result
-        try:
-            ids = check_audio_ids(out.tokens).astype(np.int32)
-            if ids.size == 0:
-                raise ValueError("no audio tokens")
-            wav = self.codec.detokenize(ids)
-        except ValueError as exc:
-            result["error"] = f"invalid teacher tokens: {exc}"
-            return result
-        result.update(n_tokens=int(ids.size), tokens=npy_bytes(ids), flac=to_flac(wav, self.codec.sample_rate))
-        if out.source_audio is not None:
-            result["src_flac"] = to_flac(out.source_audio)
-        if out.topk is not None:
-            result["topk"] = _npz_bytes(out.topk)
-        return result
+    def _pack(self, record: dict) -> dict:
+        members = {}
+        if not record["error"]:
+            members = {"tokens.npy": npy_bytes(record["tokens"]), "flac": to_flac(record["audio"], self.sample_rate)}
+            if record.get("source_audio") is not None:
+                members["src.flac"] = to_flac(record["source_audio"])
+            if record.get("topk") is not None:
+                members["topk.npz"] = npz_bytes(record["topk"])
+        out = {k: v for k, v in record.items() if k not in self.PAYLOADS}
+        return {**out, "info": json.dumps(record.get("info") or {}, default=str), "members": members}
 
 
-def _npz_bytes(arrays: dict) -> bytes:
-    import io
-
+def npz_bytes(arrays: dict) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
+
+
+def synthesis_stages(teacher: str, codec: str = "melvq") -> list[Stage]:
+    """The stages of one synthesize worker: the teacher (tokenising with the codec the job decodes
+    with, so the two always agree), the codec, then :class:`PackSample`."""
+    codec_ = load_codec(codec)
+    return [make_teacher(teacher, codec=codec_), codec_, PackSample(codec_.sample_rate)]
 
 
 @dataclasses.dataclass
@@ -115,22 +110,20 @@ class ShardCommitter:
         self.written = self.errors = 0
         self.audio_seconds = 0.0
 
-    def add(self, result: dict) -> None:
-        task = self.tasks[result["id"]]
-        attempt = int(result["attempt"])
-        row = {**Work(task, attempt).row(), **dataclasses.asdict(self.lineage), "attempt": attempt,
-               "status": "error" if result["error"] else "ok", "error": result["error"],
-               "n_tokens": result["n_tokens"], "duration_s": duration_seconds(result["n_tokens"]),
-               "created_at": datetime.now(timezone.utc)}
+    def add(self, record: dict) -> None:
+        task, attempt = self.tasks[record["id"]], int(record["attempt"])
+        work = Work(task, attempt).row()
+        row = {**work, **dataclasses.asdict(self.lineage), "status": "error" if record["error"] else "ok",
+               "error": record["error"], "n_tokens": record["n_tokens"],
+               "duration_s": duration_seconds(record["n_tokens"]), "created_at": datetime.now(timezone.utc)}
         self.rows.append(row)
-        if result["error"]:
+        if record["error"]:
             self.errors += 1
         else:
-            meta = {**Work(task, attempt).row(), "teacher": self.lineage.teacher_id, "codec": self.lineage.codec_version,
-                    "n_tokens": result["n_tokens"], "duration_s": row["duration_s"],
-                    "teacher_info": json.loads(result["info"])}
-            members = {ext: bytes(result[col]) for ext, col in MEMBERS.items() if len(result[col])}
-            self.samples.append((sample_key(task.id, attempt), {"json": json_bytes(meta), **members}))
+            meta = {**work, "teacher": self.lineage.teacher_id, "codec": self.lineage.codec_version,
+                    "n_tokens": record["n_tokens"], "duration_s": row["duration_s"],
+                    "teacher_info": json.loads(record["info"])}
+            self.samples.append((sample_key(task.id, attempt), {"json": json_bytes(meta), **record["members"]}))
             self.audio_seconds += row["duration_s"]
         if len(self.rows) >= self.shard_size:
             self.flush()
@@ -152,25 +145,21 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
                   codec: str = "melvq", resources: dict | None = None, shard_size: int = SHARD_SIZE,
                   batch_size: int = BATCH_SIZE, workers: int | None = None,
                   address: str | None = None, progress: bool = True,
-                  worker: type = SynthesisWorker, worker_kwargs: dict | None = None) -> dict:
+                  stages=synthesis_stages, stage_kwargs: dict | None = None) -> dict:
     """Synthesize ``todo`` into ``run``; returns throughput figures. The caller holds the lock.
 
-    ``worker`` is the actor class (a ``SynthesisWorker`` subclass may add shard members, as
-    ``stepforge eval`` adds the teacher's rendering); ``worker_kwargs`` go to its constructor
-    beside ``teacher`` and ``codec``."""
-    from tqdm import tqdm
-
+    ``stages`` builds each worker's stages from ``teacher``, ``codec`` and ``stage_kwargs``
+    (``stepforge eval`` adds one that stores the teacher's rendering); its records must end as
+    :class:`PackSample` leaves them."""
     start = time.perf_counter()
     committer = ShardCommitter(run, {w.task.id: w.task for w in todo}, lineage, shard_size)
     bar = tqdm(total=len(todo), unit="task", desc="synthesize", disable=not progress)
     try:
-        results = map_pool([w.row() for w in todo], worker,
-                           {"teacher": teacher, "codec": _absolute(codec), **(worker_kwargs or {})},
-                           resources or {"num_cpus": 1},
-                           batch_size=batch_size, workers=workers, address=address)
-        for batch in results:
-            for result in batch_rows(batch):
-                committer.add(result)
+        kwargs = {"teacher": teacher, "codec": _absolute(codec), **(stage_kwargs or {})}
+        for records in map_stages([w.row() for w in todo], stages, kwargs, resources or {"num_cpus": 1},
+                                  batch_size=batch_size, workers=workers, address=address):
+            for record in records:
+                committer.add(record)
                 bar.update(1)
     finally:
         committer.flush()  # keep what finished, also on Ctrl-C

@@ -14,14 +14,17 @@ import numpy as np
 
 from engine import tokens
 from manifests.errors import UserError
+from manifests.stage import Stage
 
 from . import mel, weights
 from .quantize import DualCodebook
 from .vocoder import vocode
 
 
-class MelVQCodec:
+class MelVQCodec(Stage):
     """Log-mel -> (vq02 16.7 Hz, vq06 25 Hz) codes -> conv decoder -> log-mel -> Griffin-Lim.
+
+    As a :class:`~manifests.stage.Stage` it decodes each record's ``tokens`` into ``audio``.
 
     Args:
         codebook: the two k-means codebooks.
@@ -80,6 +83,27 @@ class MelVQCodec:
     def detokenize(self, ids) -> np.ndarray:
         """Interleaved LM ids ``[5N]`` -> waveform (raises ValueError on a bad id or pattern)."""
         return self.decode(*tokens.deinterleave(ids))
+
+    def process(self, records: list[dict]) -> list[dict]:
+        """Records with ``tokens`` (interleaved ids; None where ``error`` is set) + ``audio`` (the
+        decoded waveform at :attr:`sample_rate`, None when there is none) and ``n_tokens``. Ids that
+        do not decode set ``error`` ("invalid teacher tokens: ...") instead of raising."""
+        return [self._decode_record(r) for r in records]
+
+    def _decode_record(self, record: dict) -> dict:
+        out = {**record, "audio": None, "n_tokens": 0}
+        if out.get("error") or out.get("tokens") is None:
+            return out
+        try:
+            ids = tokens.check_audio_ids(out["tokens"]).astype(np.int32)
+            if ids.size == 0:
+                raise ValueError("no audio tokens")
+            out["audio"] = self.detokenize(ids)
+        except ValueError as exc:
+            out["error"] = f"invalid teacher tokens: {exc}"
+            return out
+        out.update(tokens=ids, n_tokens=int(ids.size))
+        return out
 
     def _check(self, vq02, vq06) -> tuple[np.ndarray, np.ndarray]:
         codes02 = np.asarray(vq02, np.int64).reshape(-1)

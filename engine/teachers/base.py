@@ -1,17 +1,21 @@
 """The teacher interface: tasks in, Step-Audio token ids out.
 
-A teacher knows nothing of Ray or of the run directory: the synthesize job hands it a batch of
-tasks and stores what comes back. It declares the resources one instance needs so the job can
-size an actor pool for it.
+A teacher is a :class:`~manifests.stage.Stage`: it knows nothing of Ray or of the run directory,
+declares the resources one instance needs, and adds its output columns to each record
+(:data:`OUTPUT_COLUMNS`). Subclasses implement :meth:`Teacher.synthesize` on tasks.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.task import Task
+from manifests.record import Task
+from manifests.stage import Stage
+
+# the columns a teacher adds to each record (a TeacherOutput's fields but task_id)
+OUTPUT_COLUMNS = ("tokens", "source_audio", "topk", "error", "info")
 
 
 @dataclass
@@ -32,7 +36,7 @@ class TeacherOutput:
     info: dict = field(default_factory=dict)
 
 
-class Teacher(ABC):
+class Teacher(Stage):
     """Synthesizes a batch of tasks. Subclasses set ``name``, ``version`` and ``resources``, and
     ``batch_size``: how many tasks one call should get (LM engines batch across requests)."""
 
@@ -49,3 +53,8 @@ class Teacher(ABC):
     def synthesize(self, tasks: list[Task]) -> list[TeacherOutput]:
         """One output per task, in order. A failure on one task is returned as an output with
         ``error`` set, never raised, so one bad row does not fail a batch."""
+
+    def process(self, records: list[dict]) -> list[dict]:
+        """Records (task fields; ``seed`` is the attempt's) + :data:`OUTPUT_COLUMNS`."""
+        outputs = self.synthesize([Task.from_row(r) for r in records])
+        return [{**r, **{c: getattr(out, c) for c in OUTPUT_COLUMNS}} for r, out in zip(records, outputs)]

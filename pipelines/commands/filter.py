@@ -4,7 +4,9 @@ same thresholds are scored."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from manifests import RunDir
+from pipelines.filter_job import filter_run, load_config
 
 
 def register(sub) -> None:
@@ -19,42 +21,7 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def load_config(run, path: str | None, **overrides):
-    import yaml
-
-    from filters.config import FilterConfig
-
-    data = (run.info().get("spec") or {}).get("filter") or {}
-    where = f"{run.run_json}: spec.filter"
-    if path:
-        try:
-            data = {**data, **(yaml.safe_load(Path(path).read_text()) or {})}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read filter config ({str(exc).splitlines()[0]})") from None
-        where = path
-    return FilterConfig.from_dict(data, where).overridden(**overrides)
-
-
-def filter_run(run, config, address=None, progress=True, quiet=False) -> dict:
-    """Filter, consolidate the manifest, store and print the yield table; returns the summary."""
-    from pipelines.filter_job import run_filter
-    from filters.summary import format_yield, yield_summary
-
-    stats = run_filter(run, config, address=address, progress=progress)
-    table = run.consolidate()
-    summary = yield_summary(table)
-    run.update_stage("filter", status="done", last=stats, yield_summary=summary)
-    if not quiet:
-        print(format_yield(summary))
-    if stats["scored"]:
-        print(f"filter: scored {stats['scored']} rows in {stats['wall_s']} s "
-              f"({stats['audio_s_per_wall_s']} audio s per wall s)")
-    return summary
-
-
 def main(args) -> int:
-    from manifests import RunDir
-
     run = RunDir(args.run)
     config = load_config(run, args.config, max_cer=args.max_cer, min_ss=args.min_ss, workers=args.workers)
     with run.lock():

@@ -6,11 +6,15 @@ written.
 """
 from __future__ import annotations
 
-import platform
 import sys
-import time
 
+from engine import __version__
+from engine.spec import GenerationSpec
+from filters.summary import format_yield
 from manifests import RunDir, RunError
+from pipelines.filter_job import filter_run, load_config, spec_filter_config
+from pipelines.identity import claim_run, identify, utc_now
+from pipelines.synthesize import Lineage, next_work, run_synthesis
 
 
 def register(sub) -> None:
@@ -34,17 +38,16 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from engine.spec import GenerationSpec
-
     for flag in ("limit", "attempts", "batch_size", "shard_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise RunError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     spec = GenerationSpec.load(args.spec)
+    spec_filter_config(spec)  # a bad filter: section fails before anything is written
     tasks = spec.expand()
     run = RunDir(args.out)
     with run.lock():
-        teacher, codec = _identify(args.teacher, args.codec)
+        teacher, codec = identify(args.teacher, args.codec)
         _claim(run, spec, tasks, teacher, codec, args)
         removed = run.recover()
         if removed:
@@ -55,7 +58,7 @@ def main(args) -> int:
         done = len(set(table.column("id").to_pylist()))
         run.update_stage("synthesize", status="done" if done >= len(tasks) else "partial", tasks_done=done,
                          rows=table.num_rows, total=len(tasks), last=summary,
-                         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                         finished_at=utc_now())
     _print_summary(run, summary, done, len(tasks))
     return 0
 
@@ -63,12 +66,8 @@ def main(args) -> int:
 def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
     """Synthesize what is missing; with --attempts N, filter and regenerate rejected tasks with a
     new seed until each is accepted or has had N attempts (every attempt stays in the manifest)."""
-    from pipelines.synthesize import next_work
-
     config = None
     if args.attempts > 1:
-        from pipelines.commands.filter import filter_run, load_config
-
         config = load_config(run, args.filter_config)
         filter_run(run, config, args.ray_address, not args.no_progress, quiet=True)  # a resumed round
     total: dict = {}
@@ -82,26 +81,13 @@ def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
         total["tasks_per_s"] = round(total["tasks"] / total["wall_s"], 3)
         total["audio_s_per_wall_s"] = round(total["audio_s"] / total["wall_s"], 3)
     if config is not None:
-        from filters.summary import format_yield
-
         print(format_yield(run.info()["stages"]["filter"]["yield_summary"]))
     return total or {"tasks": 0}
 
 
-def _identify(teacher_spec: str, codec_spec: str):
-    from engine.codec import load_codec
-    from engine.teachers import make_teacher
-
-    return make_teacher(teacher_spec), load_codec(codec_spec)
-
-
 def _claim(run: RunDir, spec, tasks, teacher, codec, args) -> None:
     """Create the run, or check that an existing one was made by this spec and teacher."""
-    from engine import __version__
-    from engine.spec import write_tasks
-
-    if run.exists():
-        info = run.info()
+    def same_inputs(info: dict) -> None:
         if info.get("spec_hash") != spec.hash:
             raise RunError(f"{run.path} belongs to a different spec (hash {info.get('spec_hash')}, "
                            f"this spec {spec.hash}); use another --out")
@@ -109,38 +95,14 @@ def _claim(run: RunDir, spec, tasks, teacher, codec, args) -> None:
             if info.get(key) != value:
                 raise RunError(f"{run.path} was synthesized with {key} {info.get(key)}, not {value}; "
                                "use another --out")
-        if not run.tasks.exists():
-            write_tasks(tasks, run.tasks)
-        info["spec"]["filter"] = spec.to_dict()["filter"]  # thresholds may change; tasks may not
-        run.write_info(info)
-        return
-    if run.path.exists() and any(p.name != ".lock" for p in run.path.iterdir()):
-        raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
-    write_tasks(tasks, run.tasks)  # run.json last: its presence means the run is set up
-    run.write_info({
-        "stepforge_version": __version__, "spec_path": str(args.spec), "spec_hash": spec.hash,
-        "spec": spec.to_dict(), "seed": spec.seed, "teacher": teacher.id, "codec": codec.version,
-        "versions": _versions(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "stages": {},
-    })
 
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pyarrow", "ray", "torch", "webdataset", "espeakng-loader"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
+    identity = {"spec_path": str(args.spec), "spec_hash": spec.hash, "seed": spec.seed,
+                "teacher": teacher.id, "codec": codec.version}
+    # the filter thresholds may change between reruns; the tasks may not (the spec hash)
+    claim_run(run, tasks, identity, same_inputs, refresh={"spec": spec.to_dict()})
 
 
 def _synthesize(run, todo, teacher, codec, spec_hash, args) -> dict:
-    from engine import __version__
-    from pipelines.synthesize import Lineage, run_synthesis
-
     lineage = Lineage(spec_hash=spec_hash, teacher_id=teacher.id, codec_version=codec.version,
                       stepforge_version=__version__)
     return run_synthesis(run, todo, args.teacher, lineage, codec=args.codec, resources=teacher.resources,

@@ -63,7 +63,7 @@ def check_tasks(spec: GenerationSpec, tasks: list[Task]) -> None:
     assert len({t.id for t in tasks}) == len(tasks)
     assert [t.id for t in tasks] == sorted(t.id for t in tasks)
     for t in tasks:
-        t.instruction.check_text_language(t.lang)  # valid instruction, language matches dialect
+        Instruction.of(t).check_text_language(t.lang)  # valid instruction, language matches dialect
         assert t.text in spec.texts[t.lang]
         assert bool(t.speaker) == bool(t.speaker_wav) == bool(t.speaker_text)
 
