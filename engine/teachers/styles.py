@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.espeak import Prosody, render
 from engine.prosody_measure import f0_track
+from engine.teachers.isolate import pristine
 
 BEAT_S = 0.27
 RAP_RATE = 300
@@ -69,8 +70,6 @@ def render_rap(text: str, voice: str, prosody: Prosody, beat_s: float = BEAT_S, 
 def pitch_scale(voice: str) -> tuple[np.ndarray, np.ndarray]:
     """(eSpeak pitch levels ``[5]``, log F0 of a flat hum at each ``[5]``) for one voice,
     measured once per process (in a pristine child, so the parent's eSpeak state is kept)."""
-    from engine.teachers.isolate import pristine
-
     return pristine(_measure_scale, voice)
 
 

@@ -4,11 +4,11 @@ import pytest
 
 from engine.audio import SAMPLE_RATE
 from engine.prosody_measure import f0_stats, f0_track, onset_cv, onsets, speech_seconds
+from engine.speakers import BUILTIN_SPEAKERS
 from engine.task import Task
 from engine.teachers import ReferenceTeacher, Teacher, TeacherOutput, make_teacher
 from engine.teachers.builtin_speakers import SPEAKERS
 from engine.teachers.dialects import sichuanese_phonemes
-from engine.teachers.reference import BUILTIN_SPEAKERS
 
 EN = "She walked along the river every morning, watching the boats drift slowly by."
 ZH = "今天天气很好，我们一起去公园散步吧。"
