@@ -22,21 +22,21 @@ CHAR_LANGS = frozenset({"zh", "ja", "yue"})  # scored per character: no spaces b
 APOSTROPHES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"}
 
 # Common traditional characters and their simplified forms (checked against zhconv in the tests).
-_TRAD = (
+TRADITIONAL = (
     "這個們來時說會對過國學還發後沒見長開問麼樣經與點現動機當業車東電話書親從間愛兒聽頭體無實氣關應場讓義"
     "處邊萬幾歲聲門員區認識準備響聯係歡灣臺漢語寫讀買賣錢銀貝飛鳥魚馬龍風雲習覺歷內給總結務統軍隊進選擇題"
     "論議記設計網絡線紅綠藍細組織維護醫藥農產廠廣園圓團條離雖難雞鴨鵝華爾陽陰陸際險隨隻雙麗顏顯類願頁順須"
     "領顧飯館餓養餘馮駕驗髮鬥鬧鬱魯鹽麥黃齊齒龜誰調談請諸謝證變讚貓財貨貴賀資賽贏趕軟輕較輛輸轉辦連週遊運"
     "達違遠適遺郵鄉醜針鐘錯鍵鏡閉閒閱陳陣雜靈靜頂項預頓頒頻額飲飽駐騎髒鬆鳳鳴黨齡"
 )
-_SIMP = (
+SIMPLIFIED = (
     "这个们来时说会对过国学还发后没见长开问么样经与点现动机当业车东电话书亲从间爱儿听头体无实气关应场让义"
     "处边万几岁声门员区认识准备响联系欢湾台汉语写读买卖钱银贝飞鸟鱼马龙风云习觉历内给总结务统军队进选择题"
     "论议记设计网络线红绿蓝细组织维护医药农产厂广园圆团条离虽难鸡鸭鹅华尔阳阴陆际险随只双丽颜显类愿页顺须"
     "领顾饭馆饿养余冯驾验发斗闹郁鲁盐麦黄齐齿龟谁调谈请诸谢证变赞猫财货贵贺资赛赢赶软轻较辆输转办连周游运"
     "达违远适遗邮乡丑针钟错键镜闭闲阅陈阵杂灵静顶项预顿颁频额饮饱驻骑脏松凤鸣党龄"
 )
-BUILTIN_T2S = str.maketrans(_TRAD, _SIMP)
+BUILTIN_T2S = str.maketrans(TRADITIONAL, SIMPLIFIED)
 
 
 def to_simplified(text: str) -> str:

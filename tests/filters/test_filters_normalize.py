@@ -2,7 +2,7 @@
 import pytest
 
 from filters.cer import error_rate, text_scores
-from filters.normalize import BUILTIN_T2S, _SIMP, _TRAD, normalize, to_simplified
+from filters.normalize import BUILTIN_T2S, SIMPLIFIED, TRADITIONAL, normalize, to_simplified
 
 
 def test_english_lowercase_punctuation_apostrophes():
@@ -35,8 +35,8 @@ def test_chinese_numbers_untouched():
 
 def test_builtin_table_matches_zhconv():
     zhconv = pytest.importorskip("zhconv")
-    assert zhconv.convert(_TRAD, "zh-cn") == _SIMP
-    assert _TRAD.translate(BUILTIN_T2S) == _SIMP
+    assert zhconv.convert(TRADITIONAL, "zh-cn") == SIMPLIFIED
+    assert TRADITIONAL.translate(BUILTIN_T2S) == SIMPLIFIED
 
 
 def test_to_simplified_falls_back_to_builtin_table(monkeypatch):
