@@ -88,6 +88,19 @@ def test_limit_then_resume_fills_the_rest(tmp_path):
     assert len(ids) == len(set(ids)) == 12
 
 
+def wait_for_commit(proc: subprocess.Popen, journal, deadline_s: float = 300) -> None:
+    """Poll until ``journal`` (RUN/manifest.d) holds a committed shard's part while ``proc`` still
+    runs: the kill then lands on a live run with work committed, however fast the machine."""
+    deadline = time.monotonic() + deadline_s
+    while not list(journal.glob("*.parquet")):
+        if proc.poll() is not None:
+            pytest.fail(f"synthesize exited ({proc.returncode}) before committing a shard")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no shard committed within {deadline_s} s")
+        time.sleep(0.05)
+
+
 def test_kill_9_midway_then_rerun_gives_each_task_once(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text((CONFIGS / "tiny.yaml").read_text().replace("count: 12", "count: 30"))
@@ -96,13 +109,11 @@ def test_kill_9_midway_then_rerun_gives_each_task_once(tmp_path):
             "--no-progress", "--shard-size", "3", "--batch-size", "1"]
     proc = subprocess.Popen(args, cwd=REPO, env=cli_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "manifest.d").glob("*.parquet"))) < 2:
-        time.sleep(0.2)
+    wait_for_commit(proc, out / "manifest.d")
+    assert proc.poll() is None, "synthesize finished before the kill"  # it had 9 shards to go
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    committed = len(list((out / "manifest.d").glob("*.parquet")))
-    assert 2 <= committed < 10, "the kill must land midway"
+    assert len(list((out / "manifest.d").glob("*.parquet"))) >= 1
     rerun = stepforge("synthesize", spec, "--out", out, "--no-progress", "--shard-size", "3", check=True)
     ids = RunDir(out).read_manifest().column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 30
