@@ -20,6 +20,7 @@ from pathlib import Path
 
 from engine.instructions import Instruction
 from engine.task import Task
+from manifests.errors import UserError
 
 TASK_TYPES = {f.name: (int if f.type == "int" else str) for f in fields(Task)}
 REQUIRED = ("id", "text", "lang")
@@ -51,7 +52,7 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], int]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read prompts ({exc})") from None
+        raise UserError(f"{path}: cannot read prompts ({exc})") from None
     prompts: list[Prompt] = []
     seen: dict[str, Prompt] = {}
     skipped = 0
@@ -62,14 +63,14 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], int]:
         first = seen.get(prompt.task.id)
         if first is not None:
             if _without_seed(first.task) != _without_seed(prompt.task):
-                raise ValueError(f"{path}:{number}: id {prompt.task.id!r} was used at line "
+                raise UserError(f"{path}:{number}: id {prompt.task.id!r} was used at line "
                                  f"{first.line} for another task")
             skipped += 1
             continue
         seen[prompt.task.id] = prompt
         prompts.append(prompt)
     if not prompts:
-        raise ValueError(f"{path}: no prompts (expected one JSON task per line)")
+        raise UserError(f"{path}: no prompts (expected one JSON task per line)")
     return prompts, skipped
 
 
@@ -77,36 +78,36 @@ def _parse_line(line: str, where: str, number: int) -> Prompt:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+        raise UserError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
     teacher = record.pop("teacher", None)
     unknown = sorted(set(record) - set(TASK_TYPES))
     if unknown:
-        raise ValueError(f"{where}: unknown field {unknown[0]!r} (task fields: {', '.join(TASK_TYPES)}, teacher)")
+        raise UserError(f"{where}: unknown field {unknown[0]!r} (task fields: {', '.join(TASK_TYPES)}, teacher)")
     for name in REQUIRED:
         if not isinstance(record.get(name), str) or not record[name].strip():
-            raise ValueError(f"{where}: field {name!r} must be a non-empty string")
+            raise UserError(f"{where}: field {name!r} must be a non-empty string")
     for name, value in record.items():
         typ = TASK_TYPES[name]
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ValueError(f"{where}: field {name!r} must be {'an integer' if typ is int else 'a string'}, "
+            raise UserError(f"{where}: field {name!r} must be {'an integer' if typ is int else 'a string'}, "
                              f"got {json.dumps(value, ensure_ascii=False)}")
     task = Task.from_row(record)
     try:
         Instruction(**{f.name: getattr(task, f.name) for f in fields(Instruction)}).check_text_language(task.lang)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
     return Prompt(task, {} if teacher is None else _check_teacher(teacher, where), number)
 
 
 def _check_teacher(teacher, where: str) -> dict:
     if not isinstance(teacher, dict):
-        raise ValueError(f"{where}: 'teacher' must be an object, got {json.dumps(teacher)}")
+        raise UserError(f"{where}: 'teacher' must be an object, got {json.dumps(teacher)}")
     for key, types in TEACHER_TYPES.items():
         value = teacher.get(key)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ValueError(f"{where}: teacher.{key} has the wrong type ({json.dumps(value)})")
+            raise UserError(f"{where}: teacher.{key} has the wrong type ({json.dumps(value)})")
     return {key: teacher.get(key) for key in TEACHER_TYPES}
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections import defaultdict
 
 from filters.normalize import CHAR_LANGS
+from manifests.record import TASK_FIELDS
 
 STUDENT_FIELDS = ("status", "error", "cer", "wer", "ss", "ss_ref", "accepted", "reject_reason",
                   "duration_s", "n_tokens", "asr_text")
-TASK_FIELDS = ("id", "text", "lang", "dialect", "emotion", "intensity", "style", "speed", "speaker")
+# each row names its task by the task fields, less the clone prompt's files and the seed
+REPORTED_TASK_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("speaker_wav", "speaker_text", "seed"))
 
 
 def _num(value, digits: int = 4):
@@ -39,7 +41,7 @@ def eval_rows(prompts: list, manifest: list[dict]) -> list[dict]:
         teacher = dict(prompt.teacher)
         for k in ("cer", "wer", "ss", "duration_s"):
             teacher[k] = _num(teacher.get(k))
-        out.append({**{k: getattr(prompt.task, k) for k in TASK_FIELDS}, "student": student,
+        out.append({**{k: getattr(prompt.task, k) for k in REPORTED_TASK_FIELDS}, "student": student,
                     "teacher": teacher or None})
     return out
 

@@ -101,7 +101,7 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
     Returns:
         the eval.json content (see :mod:`pipelines.eval_report` for ``rows`` and ``aggregate``).
     Raises:
-        ValueError: bad prompts, not a student dir, an engine that cannot run it, or an ``out``
+        UserError: bad prompts, not a student dir, an engine that cannot run it, or an ``out``
             made for another student, prompts or generation settings (one line each).
     """
     student, student_type = check_student(student)
@@ -111,25 +111,19 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
         raise UserError(f"max_seconds must be > 0, got {max_seconds}")
     records, skipped = read_prompts(prompts)
     kind = pick_engine(student_type, engine)
-    options = {**({"max_seconds": f"{max_seconds:g}"} if max_seconds else {}), **_sampling(sampling)}
-    spec = f"{kind}:{student}" + ("?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
-    codec_spec = codec
-    generator, codec = identify(spec, codec_spec)
-    check_codec(student, codec)
+    spec = generator_spec(kind, student, max_seconds, sampling)
+    generator, codec_ = identify(spec, codec)
+    check_codec(student, codec_)
     runs = teacher_runs(records, Path(prompts))
     run = RunDir(out)
-    identity = {"kind": "eval", "student": str(student), "student_type": student_type,
-                "student_fingerprint": student_fingerprint(student), "prompts_path": str(prompts),
-                "prompts_hash": prompts_hash(records), "teacher": generator.id, "engine": kind,
-                "max_seconds": generator.options["max_seconds"], "codec": codec.version,
-                "sampling": {k: generator.options[k] for k in SAMPLING_KEYS}}
+    identity = _identity(student, student_type, prompts, records, generator, kind, codec_)
     with run.lock():
         _claim(run, identity, records, runs)
         if run.recover():
             print("recovered: removed uncommitted shards of an interrupted eval", file=sys.stderr)
         config = _filter_config(run, filter_config)  # a bad config fails before any generation
         wanted = records[:limit] if limit else records
-        generated = _generate(run, wanted, len(records), spec, generator, codec, codec_spec, runs, progress,
+        generated = _generate(run, wanted, len(records), spec, generator, codec_, codec, runs, progress,
                               ray_address)
         filter_run(run, config, ray_address, progress, quiet=True)
         report = {**_report(run, identity, records, wanted, skipped, config), "generated_now": generated}
@@ -140,6 +134,22 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
 
 
 # -- inputs --------------------------------------------------------------------------------------
+
+def generator_spec(kind: str, student: Path, max_seconds: float | None, sampling: dict | None) -> str:
+    """The LM teacher spec that generates with the student, e.g. ``torch:/s?temperature=0.3``."""
+    options = {**({"max_seconds": f"{max_seconds:g}"} if max_seconds else {}), **_sampling(sampling)}
+    return f"{kind}:{student}" + ("?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
+
+
+def _identity(student: Path, student_type: str, prompts, records: list[Prompt], generator, kind: str,
+              codec) -> dict:
+    """What an eval run is made of (its run.json identity; a rerun must match it)."""
+    return {"kind": "eval", "student": str(student), "student_type": student_type,
+            "student_fingerprint": student_fingerprint(student), "prompts_path": str(prompts),
+            "prompts_hash": prompts_hash(records), "teacher": generator.id, "engine": kind,
+            "max_seconds": generator.options["max_seconds"], "codec": codec.version,
+            "sampling": {k: generator.options[k] for k in SAMPLING_KEYS}}
+
 
 def _sampling(sampling: dict | None) -> dict[str, str]:
     """Decoding options as LM teacher spec options; ValueError on an unknown one."""
