@@ -8,7 +8,7 @@ required) plus an optional ``teacher`` object with what the teacher's run measur
      "teacher": {"run": "runs/tiny", "cer": 0.1, "wer": 0.1, "ss": 0.88, "accepted": true,
                  "duration_s": 2.52}}
 
-    prompts = read_prompts("heldout.jsonl")      # list[Prompt]; ValueError naming file:line
+    prompts = read_prompts("heldout.jsonl")      # list[Prompt]; UserError naming file:line
     prompt_record(manifest_row, "runs/tiny")     # one line of such a file, from a teacher row
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], int]:
     spec share ids); the same id with another text or instruction is an error.
 
     Raises:
-        ValueError: ``FILE:LINE: what is wrong`` for the first bad line, or an empty file.
+        UserError: ``FILE:LINE: what is wrong`` for the first bad line, or an empty file.
     """
     path = Path(path)
     try:
