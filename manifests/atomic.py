@@ -44,6 +44,30 @@ def write_json(path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def move_files_into(src: str | os.PathLike, dest: str | os.PathLike, last: str | None = None) -> None:
+    """Move every file of the folder ``src`` into ``dest`` (one rename each, replacing a file of
+    the same name) and remove ``src``.
+
+    For a set of files that must look whole in a folder that cannot be swapped whole because it
+    holds other things too (a student dir beside its checkpoints/ and logs/): write the set into
+    ``src``, a temporary folder inside ``dest``, then move it in. ``last`` names the file whose
+    presence says the set is complete: it is removed from ``dest`` first and moved in after every
+    other file, so a crash midway leaves no such file.
+
+    Args:
+        src: a folder of plain files on the same filesystem as ``dest``.
+        dest: the folder the files end up in (must exist).
+        last: the marker file's name, or None.
+    """
+    src, dest = Path(src), Path(dest)
+    if last is not None:
+        (dest / last).unlink(missing_ok=True)
+    for f in sorted(src.iterdir(), key=lambda p: p.name == last):
+        os.replace(f, dest / f.name)
+    src.rmdir()
+    _fsync_dir(dest)
+
+
 def remove_temporaries(folder: str | os.PathLike) -> int:
     """Delete ``*.tmp`` leftovers of interrupted writes; returns how many."""
     removed = 0

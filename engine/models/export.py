@@ -2,6 +2,7 @@
 
     export(model, "student/")        # config.json, model.safetensors, generation_config.json
     model = load_student("student/")  # Step1ForCausalLM or LlamaStudent, by config.json
+    export_into(model, "STUDENT/")    # replace the student files of a dir that holds more
 
 A Step1 dir also gets ``modeling_step1.py`` (+ the model files it imports, torch-only) and an
 ``auto_map``, so ``AutoConfig``/``AutoModelForCausalLM`` with ``trust_remote_code=True`` (and vLLM's
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from engine.tokens import STEP_AUDIO, TokenLayout
+from manifests.atomic import atomic_path, move_files_into, write_json
+from manifests.errors import UserError
 
 from .config import COMPACT_LAYOUT, LlamaStudentConfig, Step1Config
 from .rope import LlamaStudent
@@ -32,16 +35,12 @@ AUTO_MAP = {"AutoConfig": "modeling_step1.Step1Config",
 # Upstream decoding defaults (Step-Audio's TTS: sampling at temperature 0.7, max length 8192).
 GENERATION = {"do_sample": True, "temperature": 0.7, "max_length": 8192}
 MODEL_CLASSES = {"step1": Step1ForCausalLM, "llama": LlamaStudent}
+COMPLETE = "config.json"  # written last: a dir with it holds a whole student
+EXPORT_TMP = ".export.tmp"  # export_into's scratch dir inside the destination
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
@@ -63,18 +62,18 @@ def save_weights(state: dict[str, torch.Tensor], out: Path, max_shard_bytes: int
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     shards = _shards(state, max_shard_bytes)
     if len(shards) == 1:
-        save_file(state, str(out / "model.safetensors.tmp"), metadata={"format": "pt"})
-        (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
         return
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / (name + ".tmp")), metadata={"format": "pt"})
-        (out / (name + ".tmp")).replace(out / name)
+        with atomic_path(out / name) as tmp:
+            save_file(shard, str(tmp), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, name))
     total = sum(t.numel() * t.element_size() for t in state.values())
-    _write_json(out / "model.safetensors.index.json",
-                {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json(out / "model.safetensors.index.json",
+               {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def export(model: nn.Module, out_dir: str | Path, max_shard_bytes: int = 5 << 30,
@@ -103,27 +102,67 @@ def export(model: nn.Module, out_dir: str | Path, max_shard_bytes: int = 5 << 30
     save_weights(model.state_dict(), out, max_shard_bytes)
     gen = {**GENERATION, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
            "pad_token_id": cfg.pad_token_id, **(generation or {})}
-    _write_json(out / "generation_config.json", gen)
-    _write_json(out / "config.json", d)
+    write_json(out / "generation_config.json", gen)
+    write_json(out / COMPLETE, d)
     return out
 
 
+def export_into(model: nn.Module, out_dir: str | Path, **kwargs) -> Path:
+    """Write ``model`` as :func:`export` does into a dir that holds other things too (a STUDENT
+    dir beside its checkpoints/ and logs/), replacing the student files there.
+
+    The files go into a scratch dir inside ``out_dir`` first and are then moved in with
+    config.json last, so a dir with config.json always holds one whole student (a kill midway
+    leaves none). ``kwargs`` are :func:`export`'s.
+    """
+    out = Path(out_dir)
+    tmp = _scratch(out)
+    export(model, tmp, **kwargs)
+    move_files_into(tmp, out, last=COMPLETE)
+    return out
+
+
+def copy_into(src: str | Path, out_dir: str | Path) -> Path:
+    """Copy the exported student dir ``src`` into ``out_dir`` the way :func:`export_into` writes."""
+    out = Path(out_dir)
+    tmp = _scratch(out)
+    shutil.copytree(src, tmp)
+    move_files_into(tmp, out, last=COMPLETE)
+    return out
+
+
+def _scratch(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / EXPORT_TMP
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a kill mid-export
+    return tmp
+
+
 def model_type(path: str | Path) -> str:
+    """The ``model_type`` in ``path``/config.json ("" when it has none).
+
+    Raises:
+        UserError: no readable config.json there.
+    """
     file = Path(path) / "config.json"
     if not file.is_file():
-        raise ValueError(f"no config.json in {path}")
+        raise UserError(f"no config.json in {path}")
     try:
         return json.loads(file.read_text()).get("model_type", "")
     except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from None
+        raise UserError(f"{file} is not valid JSON: {e}") from None
 
 
 def load_student(path: str | Path, dtype: torch.dtype | str | None = None,
                  device: torch.device | str = "cpu") -> nn.Module:
-    """Load a checkpoint dir with the class its ``config.json`` names (step1 or llama)."""
+    """Load a checkpoint dir with the class its ``config.json`` names (step1 or llama).
+
+    Raises:
+        UserError: not a student dir (no config.json, or another model_type).
+    """
     kind = model_type(path)
     if kind not in MODEL_CLASSES:
-        raise ValueError(f"{path}: model_type {kind!r} is not a student type "
+        raise UserError(f"{path}: model_type {kind!r} is not a student type "
                          f"({', '.join(MODEL_CLASSES)})")
     return MODEL_CLASSES[kind].from_pretrained(path, dtype=dtype, device=device)
 
@@ -138,4 +177,4 @@ def token_layout(config) -> TokenLayout:
         return STEP_AUDIO
     if config.vocab_size == COMPACT_LAYOUT["vocab_size"]:
         return TokenLayout(**COMPACT_LAYOUT)
-    raise ValueError(f"vocab_size {config.vocab_size} needs a token_layout in config.json")
+    raise UserError(f"vocab_size {config.vocab_size} needs a token_layout in config.json")
