@@ -36,10 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.codec import load_codec
 from engine.prompts import ClonePrompt, build_tts_prompt
 from engine.task import Task
-from engine.tokens import STEP_AUDIO, TokenLayout
+from engine.teachers.lm import clone_turn, convert_layout
+from engine.tokens import STEP_AUDIO, TokenLayout, check_audio_ids
+from manifests import RunDir, RunError
+from manifests.atomic import atomic_path
 from manifests.errors import UserError
+from manifests.shards import read_sample
 
 IGNORE = -100
 NO_LOSS, GROUP_START, VQ02, VQ06 = -1, 0, 1, 2
@@ -85,8 +90,6 @@ class Sample:
 
 def _accepted_rows(run_path: Path) -> tuple[list[Row], dict]:
     """Accepted rows of one run and the run's lineage (codec version); DataError when none."""
-    from manifests import RunDir, RunError
-
     run = RunDir(run_path)
     try:
         info = run.info()
@@ -112,8 +115,7 @@ def _accepted_rows(run_path: Path) -> tuple[list[Row], dict]:
 
 
 def load_sample(row: Row) -> dict[str, bytes]:
-    from manifests.shards import read_sample
-
+    """The shard members of ``row``'s sample (``tokens.npy``, ``json``, ...) by name."""
     return read_sample(Path(row.run) / row.shard, row.offset)
 
 
@@ -146,8 +148,6 @@ class SequenceBuilder:
     @property
     def codec(self):
         if self._codec is None:
-            from engine.codec import load_codec
-
             self._codec = load_codec("melvq")
         if self.corpus_codec and self._codec.version != self.corpus_codec:
             raise DataError(f"the runs were tokenized by {self.corpus_codec}; their clone prompts "
@@ -156,8 +156,6 @@ class SequenceBuilder:
 
     def clone_prompt(self, task: Task) -> ClonePrompt | None:
         """The clone turn exactly as the LM teachers build it, in the student's layout."""
-        from engine.teachers.lm import clone_turn
-
         return clone_turn(task, self.layout, lambda: self.codec, self._clones)
 
     def prompt(self, task: Task) -> list[int]:
@@ -179,14 +177,10 @@ class SequenceBuilder:
 
     def to_student(self, ids: np.ndarray) -> np.ndarray:
         """Step-Audio ids -> the student's ids (audio moves, EOT and text stay); -1 stays -1."""
-        from engine.teachers.lm import convert_layout
-
         return convert_layout(ids, STEP_AUDIO, self.layout)
 
     def audio_ids(self, row: Row, tokens: np.ndarray) -> np.ndarray:
         """The row's audio ids in the student's layout, whole 2:3 groups, EOT stripped."""
-        from engine.tokens import check_audio_ids
-
         tokens = np.asarray(tokens, dtype=np.int64)
         if len(tokens) and tokens[-1] == self.tok.eot:
             tokens = tokens[:-1]
@@ -290,8 +284,6 @@ class Corpus:
         for r in self.rows:
             lines.append(json.dumps({**r.task.to_row(), "teacher": {"run": r.run, **r.scores}},
                                     ensure_ascii=False))
-        from manifests.atomic import atomic_path
-
         with atomic_path(path) as tmp:
             Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
