@@ -1,10 +1,11 @@
 """``stepforge distill RUN [RUN ...] --out STUDENT``: train a student on the accepted rows.
 
-Checks everything it can in this process (config, runs, token layout, batch sizes, an existing
-checkpoint's architecture), writes STUDENT/distill.yaml and STUDENT/heldout.jsonl, then runs
-``distill/recipe.py`` through the ``deepspeed`` launcher (or Ray Train with ``--ray-address``),
-exports the student and scores it on the held-out prompts (STUDENT/eval.json). A rerun resumes
-from the latest checkpoint; a finished student is not retrained.
+Checks everything it can in this process (the config, then ``distill.preflight``: runs, token
+layout, batch sizes, an existing checkpoint's architecture), writes STUDENT/distill.yaml and
+STUDENT/heldout.jsonl, then runs ``distill/recipe.py`` through the ``deepspeed`` launcher (or Ray
+Train with ``--ray-address``), which exports the student; then scores it on the held-out prompts
+(STUDENT/eval.json). A rerun resumes from the latest checkpoint; a finished student is not
+retrained.
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distill.config import load_config, model_fingerprint, write_resolved
 from manifests import RunDir
-from pipelines.cli import UserError
+from manifests.atomic import atomic_path
+from manifests.errors import UserError
 
 
 def register(sub) -> None:
@@ -38,8 +41,6 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from distill.config import load_config
-
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps else [])
@@ -50,13 +51,13 @@ def main(args) -> int:
     runs = [str(Path(r).resolve()) for r in args.runs]
     world = _world(args)
     with RunDir(out).lock():  # the same exclusive lock a run directory takes
-        heldout = prepare(cfg, runs, out, world)
+        config, heldout = prepare(cfg, runs, out, world)
         if _finished(cfg, out):
             print(f"distill: {out} is already trained to step {cfg['train']['steps']}; nothing to train")
         elif args.ray_address:
-            train_on_ray(out / "distill.yaml", args.ray_address, args.workers)
+            train_on_ray(config, args.ray_address, args.workers)
         else:
-            train_local(out / "distill.yaml", world)
+            train_local(config, world)
         if not (out / "config.json").is_file():
             raise UserError(f"training ended without exporting a student into {out}")
         if cfg["eval"]["student_eval"] and not args.no_eval and heldout:
@@ -75,38 +76,23 @@ def _world(args) -> int:
     return 1
 
 
-def prepare(cfg: dict, runs: list[str], out: Path, world: int) -> int:
-    """Every check that needs no training process; writes distill.yaml and heldout.jsonl.
-    Returns the number of held-out rows."""
-    import yaml
+def prepare(cfg: dict, runs: list[str], out: Path, world: int) -> tuple[Path, int]:
+    """Every check that needs no training process (:func:`distill.preflight.preflight`); writes
+    STUDENT/distill.yaml and heldout.jsonl. Returns the resolved config's path and the number of
+    held-out rows."""
+    from distill.preflight import preflight  # torch
 
-    from distill.recipe import build_data, check_checkpoint, student_config, student_text
-
-    model_cfg = student_config(cfg)
-    tok, layout = student_text(model_cfg, cfg["student"]["init"])
-    if model_cfg.vocab_size < layout.vocab_size:
-        raise UserError(f"the student's vocab_size {model_cfg.vocab_size} is smaller than its token "
-                        f"layout ({layout.vocab_size} ids)")
-    train, heldout, plan = build_data(cfg, runs, tok, layout, world)
-    latest = out / "checkpoints" / "latest"
-    if latest.is_file():
-        check_checkpoint(out / "checkpoints" / latest.read_text().strip(), cfg)
-    resolved = {**cfg, "runs": runs, "out": str(out.resolve())}
-    (out / "distill.yaml").write_text(
-        "# Resolved by `stepforge distill`; the recipe reads it:\n"
-        f"#   deepspeed --num_gpus {world} --module distill.recipe --config {out / 'distill.yaml'}\n"
-        + yaml.safe_dump(resolved, sort_keys=False))
-    heldout.write_prompts(out / "heldout.jsonl")
-    print(f"distill: {len(train)} training rows ({plan.steps_per_epoch(world)} packed micro-batches "
-          f"per epoch), {len(heldout)} held out; student {cfg['student']['arch']} "
-          f"{cfg['student']['init'] or cfg['student']['preset']}, {model_cfg.num_parameters() / 1e6:.2f}M parameters",
-          flush=True)
-    return len(heldout)
+    ready = preflight(cfg, runs, out, world)
+    config = write_resolved(cfg, runs, out, world)
+    ready.heldout.write_prompts(out / "heldout.jsonl")
+    print(f"distill: {len(ready.train)} training rows ({ready.plan.steps_per_epoch(world)} packed "
+          f"micro-batches per epoch), {len(ready.heldout)} held out; student {cfg['student']['arch']} "
+          f"{cfg['student']['init'] or cfg['student']['preset']}, "
+          f"{ready.model_config.num_parameters() / 1e6:.2f}M parameters", flush=True)
+    return config, len(ready.heldout)
 
 
 def _finished(cfg: dict, out: Path) -> bool:
-    from distill.config import model_fingerprint
-
     try:
         info = json.loads((out / "train.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -147,7 +133,7 @@ def train_on_ray(config: Path, address: str, workers: int) -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from distill.recipe import ray_train_loop
+    from distill.recipe import ray_train_loop  # torch
 
     on_gpu = torch.cuda.is_available()
     env = {} if on_gpu else {"DS_ACCELERATOR": "cpu"}
@@ -167,12 +153,13 @@ def train_on_ray(config: Path, address: str, workers: int) -> None:
 
 
 def _student_eval(cfg: dict, out: Path) -> None:
-    from pipelines.evaluate import evaluate_student
+    from pipelines.evaluate import evaluate_student  # torch (the LM engines)
 
     e = cfg["eval"]
     evaluate_student(out, out / "heldout.jsonl", out / "eval", max_seconds=e["max_seconds"],
                      limit=e["limit"], sampling=e["sampling"], progress=False)
-    shutil.copyfile(out / "eval" / "eval.json", out / "eval.json")
+    with atomic_path(out / "eval.json") as tmp:
+        shutil.copyfile(out / "eval" / "eval.json", tmp)
 
 
 def _print_result(out: Path) -> None:
