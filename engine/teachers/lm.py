@@ -39,6 +39,7 @@ import numpy as np
 from engine.audio import preprocess, read_audio
 from engine.codec import load_codec
 from engine.device import has_cuda
+from engine.instructions import Instruction
 from engine.lm import AudioConstraint, RequestError, SamplingParams
 from engine.lm.factory import engine_kwargs, make_engine, parse_spec
 from engine.lm.http_engine import parse_url
@@ -155,10 +156,11 @@ class LMTeacher(Teacher):
 
     def prompt(self, task: Task) -> list[int]:
         """The prompt ids for one task (ValueError on a bad instruction or clone prompt)."""
-        task.instruction.check_text_language(task.lang)
+        inst = Instruction.of(task)
+        inst.check_text_language(task.lang)
         if not task.text.strip():
             raise ValueError("empty text")
-        return build_tts_prompt(task.text, task.instruction, self.tokenizer, self.clone_prompt(task))
+        return build_tts_prompt(task.text, inst, self.tokenizer, self.clone_prompt(task))
 
     def sampling_params(self, task: Task):
         o = self.options

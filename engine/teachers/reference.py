@@ -18,6 +18,7 @@ import numpy as np
 from engine.audio import SAMPLE_RATE, preprocess
 from engine.codec import load_codec
 from engine.espeak import Prosody, synthesizer
+from engine.instructions import Instruction
 from engine.speakers import builtin_prompt
 from engine.task import Task
 from engine.teachers.base import Teacher, TeacherOutput
@@ -67,7 +68,7 @@ class ReferenceTeacher(Teacher):
         Raises:
             InstructionError / ValueError: bad instruction, empty text, unreadable clone prompt.
         """
-        inst = task.instruction
+        inst = Instruction.of(task)
         inst.check_text_language(task.lang)
         if not task.text.strip():
             raise ValueError("empty text")
