@@ -50,7 +50,7 @@ from engine.speakers import builtin_prompt
 from engine.task import Task
 from engine.teachers.base import Teacher, TeacherOutput
 from engine.tokens import GROUP, STEP_AUDIO, TokenLayout, check_audio_ids
-from manifests.digest import hash_file, hash_model_files
+from manifests.digest import hash_model_files
 
 UPSTREAM_MAX_TOKENS = 8192
 # option -> (type, default); these shape the output, so they enter the teacher id
@@ -259,11 +259,6 @@ def convert_layout(ids: np.ndarray, src: TokenLayout, dst: TokenLayout) -> np.nd
         raise ValueError(f"layouts {src} and {dst} have different codebook sizes")
     audio = (ids >= src.vq02_offset) & (ids < src.audio_end)
     return np.where(audio, ids - src.vq02_offset + dst.vq02_offset, ids)
-
-
-# pipelines/evaluate.py still imports these two private names; it moves to
-# manifests.digest.hash_file and engine.device.has_cuda, then they go.
-_hash_file, _has_cuda = hash_file, has_cuda
 
 
 def _device(engine_options: dict) -> str:
