@@ -2,7 +2,7 @@
 
     with CompletionServer(TorchEngine(model)) as server:
         HTTPEngine(server.url).generate(...)
-    server.faults.extend(["500", "sleep:3"])   # the next requests fail / stall
+    server.faults.extend(["500", "sleep:3", "hang"])   # the next requests fail / stall / never answer
 
 It speaks the subset of vLLM's ``/v1/completions`` that HTTPEngine uses (token-id prompts,
 ``stop_token_ids``, ``logprobs`` as ``token_id:N``, ``return_token_ids``, the audio constraint in
@@ -26,9 +26,10 @@ class CompletionServer:
                  batch_wait_s: float = 0.02):
         self.engine, self.model, self.max_model_len = engine, model, max_model_len
         self.batch_wait_s = batch_wait_s
-        self.faults: list[str] = []       # consumed one per request: "500", "sleep:S", "corrupt"
+        self.faults: list[str] = []       # consumed one per request: "500", "sleep:S", "hang", "corrupt"
         self.requests: list[dict] = []    # bodies received
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # a "hang" request is dropped unanswered when set
         self._queue: queue.Queue = queue.Queue()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -42,6 +43,7 @@ class CompletionServer:
         return self
 
     def __exit__(self, *exc):
+        self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self._queue.put(None)
@@ -112,6 +114,9 @@ class CompletionServer:
                 fault = server._fault()
                 if fault == "500":
                     return self._send(500, {"error": {"message": "injected server error"}})
+                if fault == "hang":  # no answer while the server runs: only the client's timeout ends it
+                    server._closing.wait()
+                    return None
                 if fault.startswith("sleep:"):
                     time.sleep(float(fault[6:]))
                 if self.path != "/v1/completions":
