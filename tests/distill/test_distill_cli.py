@@ -1,6 +1,7 @@
 """`stepforge distill` end to end: DeepSpeed on CPU, checkpoints, kill -9 and resume, bad input."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,6 +86,19 @@ def test_a_finished_student_is_not_retrained(trained, filtered_run):
     assert (out / "model.safetensors").stat().st_mtime_ns == before
 
 
+def wait_for_commit(proc: subprocess.Popen, latest, deadline_s: float = 1800) -> None:
+    """Return once ``latest`` names a committed checkpoint: the kill lands on a step that is on
+    disk whatever the machine's speed. Fails when the process ends first or the (generous)
+    deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while not latest.is_file():
+        if proc.poll() is not None:
+            pytest.fail(f"distill exited ({proc.returncode}) before committing a checkpoint")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no checkpoint committed within {deadline_s:.0f} s")
+        time.sleep(0.02)
+
+
 def test_kill_9_mid_training_resumes_the_same_curve(trained, filtered_run, tmp_path):
     ref, _ = trained
     out = tmp_path / "cut"
@@ -93,11 +107,12 @@ def test_kill_9_mid_training_resumes_the_same_curve(trained, filtered_run, tmp_p
     proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     latest = out / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for_commit(proc, latest)  # the first is step 4 of 16 (train.save_every=4)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone already when it ended first
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert not (out / "train.json").exists(), "training finished before the kill"
     cut_at = int(latest.read_text().strip().split("-")[1])
     assert cut_at < 16
@@ -155,6 +170,21 @@ def test_bad_config_fails_before_training(filtered_run, tmp_path, extra, message
     code, err = in_process(capsys, "distill", filtered_run, "--out", tmp_path / "s", *TINY, *extra)
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "checkpoints").exists()
+
+
+def test_the_default_warmup_follows_the_step_count(filtered_run, tmp_path, capsys):
+    # No warmup set anywhere: --steps 10 passes the config check (a run this short used to be
+    # refused for the default 20 warmup steps) and stops at the data check behind it.
+    base = ["distill", filtered_run, "--out", tmp_path / "s", "--steps", 10, "--no-eval",
+            "--set", "data.heldout=2", "--set", "train.grad_accum=500"]
+    code, err = in_process(capsys, *base)
+    assert code == 2 and "fewer than train.grad_accum=500" in err, err
+    # A warmup the user sets is taken as set, and refused when the steps cannot hold it.
+    code, err = in_process(capsys, *base, "--set", "train.warmup_steps=20")
+    assert code == 2 and "train.warmup_steps must be within 0..train.steps-1, got 20" in err, err
+    code, err = in_process(capsys, *base, "--config", CONFIGS / "distill_tiny.yaml")
+    assert code == 2 and "train.warmup_steps must be within 0..train.steps-1, got 30" in err, err
     assert not (tmp_path / "s" / "checkpoints").exists()
 
 
