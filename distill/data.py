@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from engine.codec import load_codec
+from engine.instructions import Instruction
 from engine.prompts import ClonePrompt, build_tts_prompt
 from engine.task import Task
 from engine.teachers.lm import clone_turn, convert_layout
@@ -159,7 +160,7 @@ class SequenceBuilder:
         return clone_turn(task, self.layout, lambda: self.codec, self._clones)
 
     def prompt(self, task: Task) -> list[int]:
-        return build_tts_prompt(task.text, task.instruction, self.tok, self.clone_prompt(task))
+        return build_tts_prompt(task.text, Instruction.of(task), self.tok, self.clone_prompt(task))
 
     def length(self, row: Row) -> int:
         """Sequence length of ``row`` without reading its sample (prompt + audio + EOT)."""
