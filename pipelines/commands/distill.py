@@ -21,6 +21,11 @@ from distill.config import load_config, model_fingerprint, write_resolved
 from manifests import RunDir
 from manifests.atomic import atomic_path
 from manifests.errors import UserError
+from pipelines.actor_pool import worker_failure
+
+
+class TrainingFailed(RuntimeError):
+    """The training processes exited with an error (their traceback is in the output above)."""
 
 
 def register(sub) -> None:
@@ -59,7 +64,7 @@ def main(args) -> int:
         else:
             train_local(config, world)
         if not (out / "config.json").is_file():
-            raise UserError(f"training ended without exporting a student into {out}")
+            raise TrainingFailed(f"training ended without exporting a student into {out}")
         if cfg["eval"]["student_eval"] and not args.no_eval and heldout:
             _student_eval(cfg, out)
     _print_result(out)
@@ -122,8 +127,8 @@ def train_local(config: Path, world: int) -> None:
     print("distill: " + " ".join(cmd), flush=True)
     code = subprocess.call(cmd, env=env)
     if code != 0:
-        raise UserError(f"training exited with status {code} (output above); rerun to resume "
-                        "from the latest checkpoint")
+        raise TrainingFailed(f"training exited with status {code} (its traceback is above); rerun to "
+                             "resume from the latest checkpoint")
 
 
 def train_on_ray(config: Path, address: str, workers: int) -> None:
@@ -146,8 +151,8 @@ def train_on_ray(config: Path, address: str, workers: int) -> None:
         run_config=RunConfig(storage_path=str((config.parent / "ray").resolve()), name="distill"))
     try:
         trainer.fit()
-    except Exception as exc:  # Ray wraps the worker's error; show its last line
-        raise UserError(f"Ray Train failed: {str(exc).strip().splitlines()[-1]}") from None
+    except Exception as exc:  # Ray wraps the worker's error: bad input as its line, else its traceback
+        raise worker_failure(exc) from None
     finally:
         ray.shutdown()
 
