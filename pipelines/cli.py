@@ -2,6 +2,7 @@
 
     stepforge synthesize SPEC.yaml --out RUN [--teacher reference] [--limit N]
     stepforge eval STUDENT --prompts PROMPTS.jsonl --out EVAL
+    stepforge serve STUDENT [--host 127.0.0.1] [--port 8000]
     stepforge codec train|encode|decode ...
 
 Each subcommand lives in ``pipelines/commands/<name>.py`` with ``register(subparsers)``, which adds
@@ -19,7 +20,7 @@ import sys
 
 from manifests.errors import UserError
 
-COMMANDS = ("synthesize", "filter", "distill", "eval", "codec")
+COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec")
 
 
 def build_parser() -> argparse.ArgumentParser:

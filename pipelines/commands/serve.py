@@ -1,0 +1,93 @@
+"""``stepforge serve STUDENT``: a distilled student behind OpenAI's speech API.
+
+    stepforge serve runs/student --port 8000 [--engine auto|torch|vllm] [--codec melvq|WEIGHTS.npz]
+                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--api-key-env VAR]
+    curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json' \\
+         -d '{"model": "student", "input": "Hello.", "voice": "amy", "response_format": "wav"}' -o hello.wav
+
+Binds 127.0.0.1 unless ``--host`` says otherwise; ``--api-key-env VAR`` makes every route but
+/health want ``Authorization: Bearer $VAR``. Routes and fields: :mod:`pipelines.serve.app`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+
+from manifests.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve a student with an OpenAI-compatible speech API",
+                       description=__doc__.split("\n")[0])
+    p.add_argument("student", help="student checkpoint dir (written by distill export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "vllm"),
+                   help="LM engine (auto: vllm on CUDA or for a RoPE student when installed, else torch)")
+    p.add_argument("--codec", default="melvq",
+                   help="codec that decodes the student's ids: melvq (shipped) or the weights file its corpus "
+                        "was tokenized with (checked against STUDENT/train.json)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together by one engine call")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="audio length cap per request (default 30)")
+    p.add_argument("--max-pending", type=int, default=64,
+                   help="speech requests admitted at once; more get 429 with Retry-After (default 64)")
+    p.add_argument("--api-key-env", default=None, metavar="VAR",
+                   help="environment variable holding the bearer token clients must send")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    import uvicorn
+
+    from pipelines.serve.app import create_app
+    from pipelines.serve.service import SpeechService
+
+    key = api_key(args.api_key_env)
+    if args.max_pending < 1:
+        raise UserError(f"--max-pending must be >= 1, got {args.max_pending}")
+    check_port(args.host, args.port)
+    if key is None and not _loopback(args.host):
+        print(f"stepforge serve: warning: {args.host} is reachable from other machines and no "
+              "--api-key-env is set", file=sys.stderr)
+    service = SpeechService(args.student, engine=args.engine, codec=args.codec, max_batch=args.max_batch,
+                            max_seconds=args.max_seconds)
+    try:
+        app = create_app(service, api_key=key, max_pending=args.max_pending)
+        print(f"stepforge serve: {service.model_id} ({service.kind} engine, codec {service.codec.version}) "
+              f"on http://{args.host}:{args.port}/v1/audio/speech", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        service.close()
+    return 0
+
+
+def api_key(var: str | None) -> str | None:
+    """The token in environment variable ``var`` (None without ``var``); UserError when unset."""
+    if var is None:
+        return None
+    key = os.environ.get(var, "").strip()
+    if not key:
+        raise UserError(f"--api-key-env {var}: the environment variable is unset or empty")
+    return key
+
+
+def check_port(host: str, port: int) -> None:
+    """UserError when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
+    if not 0 < port < 65536:
+        raise UserError(f"--port must be 1-65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
