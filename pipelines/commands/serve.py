@@ -1,7 +1,7 @@
 """``stepforge serve STUDENT``: a distilled student behind OpenAI's speech API.
 
     stepforge serve runs/student --port 8000 [--engine auto|torch|vllm] [--codec melvq|WEIGHTS.npz]
-                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--api-key-env VAR]
+                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--voices DIR] [--api-key-env VAR]
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json' \\
          -d '{"model": "student", "input": "Hello.", "voice": "amy", "response_format": "wav"}' -o hello.wav
 
@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--max-seconds", type=float, default=30.0, help="audio length cap per request (default 30)")
     p.add_argument("--max-pending", type=int, default=64,
                    help="speech requests admitted at once; more get 429 with Retry-After (default 64)")
+    p.add_argument("--voices", default=None, metavar="DIR",
+                   help="folder of voices registered through POST /v1/audio/voices (default STUDENT/voices)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="environment variable holding the bearer token clients must send")
     p.set_defaults(func=main)
@@ -52,7 +54,7 @@ def main(args) -> int:
         print(f"stepforge serve: warning: {args.host} is reachable from other machines and no "
               "--api-key-env is set", file=sys.stderr)
     service = SpeechService(args.student, engine=args.engine, codec=args.codec, max_batch=args.max_batch,
-                            max_seconds=args.max_seconds)
+                            max_seconds=args.max_seconds, voices=args.voices)
     try:
         app = create_app(service, api_key=key, max_pending=args.max_pending)
         print(f"stepforge serve: {service.model_id} ({service.kind} engine, codec {service.codec.version}) "

@@ -3,7 +3,9 @@
     app = create_app(SpeechService("student/"), api_key=None, max_pending=64)
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Routes: ``POST /v1/audio/speech``, ``GET /v1/audio/voices``, ``GET /v1/models``, ``GET /health``,
+Routes: ``POST /v1/audio/speech``, ``GET /v1/audio/voices``, ``POST /v1/audio/voices`` (multipart:
+``audio`` or ``audio_sample`` file, ``name``, ``transcript``; registers a clone prompt, see
+:mod:`pipelines.serve.voices`), ``DELETE /v1/audio/voices/NAME``, ``GET /v1/models``, ``GET /health``,
 ``GET /metrics``. Every error is a 4xx (5xx: a bug or a failed generation) with OpenAI's body
 ``{"error": {"message", "type", "param", "code"}}``; the server keeps serving. With ``api_key``
 every route but /health wants ``Authorization: Bearer KEY``. At most ``max_pending`` speech
@@ -37,11 +39,13 @@ from pipelines.serve.audio import FORMATS, PCM_RATE, encode_chunks, media_type, 
 from pipelines.serve.instructions import understand
 from pipelines.serve.metrics import Metrics
 from pipelines.serve.service import DEFAULT_VOICE, SpeechService, VoiceNotFound
+from pipelines.serve.voices import VoiceError
 
 MAX_INPUT = 4096
 CHUNK_GROUPS = 5  # 0.6 s of audio per streamed chunk
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # OpenAI's names: clients ported as they are
 SPEECH = "/v1/audio/speech"
+VOICES = "/v1/audio/voices"
 OPEN = ("/health",)
 
 
@@ -115,13 +119,14 @@ class _AudioResponse(StreamingResponse):
 
 
 def create_app(service: SpeechService, api_key: str | None = None, max_pending: int = 64,
-               max_body: int = 1 << 20) -> FastAPI:
+               max_body: int = 1 << 20, max_upload: int = 16 << 20) -> FastAPI:
     """The FastAPI app serving ``service``.
 
     Args:
         api_key: the bearer token every route but /health wants (None: no auth).
         max_pending: speech requests admitted at once (waiting, generating or streaming).
-        max_body: largest request body in bytes (413 above it).
+        max_body: largest request body in bytes (413 above it); max_upload: the same for a
+            voice registration.
     """
     app = FastAPI(title="stepforge serve", version="1", docs_url=None, redoc_url=None)
     app.state.metrics = metrics = Metrics()
@@ -131,7 +136,7 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
     metrics.running.set_function(lambda: gate.active - service.queued)
     formats = supported_formats()
     _install_errors(app)
-    _install_middleware(app, metrics, api_key, max_body)
+    _install_middleware(app, metrics, api_key, max_body, max_upload)
 
     @app.get("/health")
     async def health():
@@ -149,10 +154,35 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
 
     @app.get("/v1/audio/voices")
     async def voices():
-        data = [{"id": DEFAULT_VOICE, "object": "voice", "type": "default", "transcript": None}]
-        data += [{"id": v.name, "object": "voice", "type": "builtin", "transcript": v.text}
-                 for v in sorted(service.voices.values(), key=lambda v: v.name)]
+        data = [_voice_object(DEFAULT_VOICE, "default")]
+        data += [_voice_object(v.name, "builtin", v.text) for v in sorted(service.builtin.values(), key=lambda v: v.name)]
+        data += [_voice_object(n, "audio_sample", service.registered.get(n).text) for n in service.registered.names()]
         return {"object": "list", "data": data}
+
+    @app.post(VOICES, status_code=201)
+    async def register(request: Request):
+        try:
+            form = await request.form()
+        except Exception as exc:  # the multipart parser raises several types for a bad body
+            raise APIError(400, f"the body must be multipart/form-data with audio, name and transcript ({exc})",
+                           code="invalid_form") from None
+        upload = form.get("audio") or form.get("audio_sample")
+        if not hasattr(upload, "read"):
+            raise APIError(400, "attach the prompt audio as a file (field audio or audio_sample)", param="audio",
+                           code="missing_audio")
+        audio = await upload.read()
+        voice = await asyncio.to_thread(service.registered.register, str(form.get("name") or ""), audio,
+                                        str(form.get("transcript") or ""))
+        return {**_voice_object(voice.name, "audio_sample", voice.text), "seconds": round(voice.seconds, 3),
+                "audio_ids": len(voice.ids)}
+
+    @app.delete(VOICES + "/{name}")
+    async def delete(name: str):
+        if name == DEFAULT_VOICE or name in service.builtin:
+            raise APIError(400, f"voice {name!r} is built in; only registered voices can be deleted", param="name",
+                           code="builtin_voice")
+        service.registered.delete(name)
+        return {"id": name, "object": "audio.voice.deleted", "deleted": True}
 
     @app.post(SPEECH)
     async def speech(req: SpeechRequest):
@@ -219,6 +249,12 @@ def _check(req: SpeechRequest, service: SpeechService, formats: tuple[str, ...])
         raise APIError(400, str(exc), param="voice", code="voice_not_found") from None
 
 
+def _voice_object(name: str, kind: str, transcript: str | None = None) -> dict:
+    """A voice as the API lists it (``type``: default, builtin or audio_sample, OpenAI's name for a
+    voice registered from a recording)."""
+    return {"id": name, "object": "audio.voice", "name": name, "type": kind, "transcript": transcript}
+
+
 def _voice_id(voice) -> str:
     """OpenAI's ``voice``: a name, or ``{"id": name}``."""
     return voice if isinstance(voice, str) else str(voice.get("id", ""))
@@ -268,6 +304,11 @@ def _install_errors(app: FastAPI) -> None:
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
         return APIError(exc.status_code, message, code="not_found" if exc.status_code == 404 else None).response()
 
+    @app.exception_handler(VoiceError)
+    async def voice_error(request: Request, exc: VoiceError):
+        code = {409: "voice_exists", 404: "voice_not_found"}.get(exc.status, "invalid_voice")
+        return APIError(exc.status, str(exc), param=exc.param, code=code).response()
+
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         return APIError(400, str(exc), code="invalid_request").response()
@@ -278,11 +319,13 @@ def _install_errors(app: FastAPI) -> None:
                         type="server_error", code="internal_error").response()
 
 
-def _install_middleware(app: FastAPI, metrics: Metrics, api_key: str | None, max_body: int) -> None:
+def _install_middleware(app: FastAPI, metrics: Metrics, api_key: str | None, max_body: int,
+                        max_upload: int) -> None:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         start = time.perf_counter()
-        refused = _refuse(request, api_key, max_body)
+        upload = request.method == "POST" and request.url.path == VOICES
+        refused = _refuse(request, api_key, max_upload if upload else max_body)
         response = refused.response() if refused else await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")

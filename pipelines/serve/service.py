@@ -25,12 +25,14 @@ import numpy as np
 
 from engine.codec import load_codec
 from engine.instructions import Instruction
+from engine.prompts import ClonePrompt, build_tts_prompt
 from engine.speakers import Speaker, load_speakers
 from engine.task import Task
-from engine.teachers.lm import LMTeacher, convert_layout
+from engine.teachers.lm import LMTeacher, clone_turn, convert_layout
 from engine.tokens import GROUP, STEP_AUDIO, TOKENS_PER_SECOND, check_audio_ids
 from manifests.errors import UserError
 from pipelines.evaluate import check_codec, check_student, pick_engine
+from pipelines.serve.voices import Voice, VoiceStore
 
 DEFAULT_VOICE = "default"  # the student's own voice: no clone turn
 
@@ -75,11 +77,13 @@ class SpeechService:
             was tokenized with (``STUDENT/train.json``).
         max_batch: requests decoded together by one engine call.
         max_seconds: audio length cap per request.
+        voices: the folder of registered voices (default ``STUDENT/voices``, made on the first
+            registration; see :class:`pipelines.serve.voices.VoiceStore`).
     Each function in ``batch_listeners`` is called with the size of every engine batch (metrics).
     """
 
     def __init__(self, student, engine: str = "auto", codec: str = "melvq", max_batch: int = 8,
-                 max_seconds: float = 30.0):
+                 max_seconds: float = 30.0, voices=None):
         if max_batch < 1 or not max_seconds > 0:
             raise UserError(f"max_batch must be >= 1 and max_seconds > 0, got {max_batch} and {max_seconds}")
         self.student, student_type = check_student(student)
@@ -91,38 +95,60 @@ class SpeechService:
                                  codec=self.codec)
         self.model_id = self.student.name
         self.max_batch = max_batch
-        self.voices = {s.name: s for s in load_speakers("builtin")}
+        self.builtin = {s.name: s for s in load_speakers("builtin")}
+        self.registered = VoiceStore(voices or self.student / "voices", self.codec,
+                                     reserved={DEFAULT_VOICE, *self.builtin})
+        self._builtin_ids: dict = {}
         self.teacher.engine  # load the model now: the first request should not pay for it
         self.batch_listeners: list = []
         self._batcher = _Batcher(self.teacher.engine, max_batch, self.batch_listeners)
 
     # -- requests ----------------------------------------------------------------------------
-    def voice(self, name: str) -> Speaker | None:
+    def voice(self, name: str) -> Speaker | Voice | None:
         """The clone prompt of ``name`` (None for the default voice); VoiceNotFound otherwise."""
         if name == DEFAULT_VOICE:
             return None
-        if name not in self.voices:
+        found = self.builtin.get(name) or self.registered.get(name)
+        if found is None:
             raise VoiceNotFound(f"unknown voice {name!r}; voices: {', '.join(self.voice_names())}")
-        return self.voices[name]
+        return found
 
     def voice_names(self) -> list[str]:
-        return [DEFAULT_VOICE, *sorted(self.voices)]
+        return [DEFAULT_VOICE, *sorted(self.builtin), *self.registered.names()]
+
+    def clone_prompt(self, name: str) -> ClonePrompt | None:
+        """The few-shot clone turn of voice ``name``: a built-in prompt is tokenized on first use
+        (as the LM teacher does), a registered one was tokenized when it was registered."""
+        voice = self.voice(name)
+        layout = self.teacher.layout
+        if isinstance(voice, Voice):
+            ids = convert_layout(np.asarray(voice.ids, np.int64), STEP_AUDIO, layout)
+            return ClonePrompt(voice.name, voice.text, tuple(int(i) for i in ids))
+        if voice is None:
+            return None
+        task = Task(id=name, text="", lang="", speaker=voice.name, speaker_wav=voice.wav_path, speaker_text=voice.text)
+        return clone_turn(task, layout, lambda: self.codec, self._builtin_ids)
 
     def prepare(self, text: str, instruction: Instruction, voice: str = DEFAULT_VOICE, seed: int | None = None,
                 sampling: dict | None = None) -> Prompt:
-        """The prompt of one request (UserError on a voice, text or sampling option that cannot be
-        used). ``sampling``: ``temperature``, ``top_k``, ``top_p`` over the upstream defaults."""
-        speaker = self.voice(voice)
-        task = Task(id="request", text=text, lang=instruction.lang, **{
-            f.name: getattr(instruction, f.name) for f in dataclasses.fields(Instruction) if f.name != "speaker"},
-            speaker=speaker.name if speaker else "", speaker_wav=speaker.wav_path if speaker else "",
-            speaker_text=speaker.text if speaker else "", seed=0)
-        ids = self.teacher.prompt(task)
+        """The prompt of one request: the LM teacher's Step-Audio TTS prompt and sampling.
+
+        Args:
+            instruction: from :func:`pipelines.serve.instructions.understand` (checked against the
+                text's language there).
+            sampling: ``temperature``, ``top_k``, ``top_p`` over the upstream defaults.
+        Raises:
+            UserError: a voice, text or sampling option that cannot be used.
+        """
+        if not text.strip():
+            raise UserError("input is empty")
+        ids = build_tts_prompt(text, instruction, self.teacher.tokenizer, self.clone_prompt(voice))
         context = self.teacher.context
         if context and len(ids) + GROUP > context:
             raise UserError(f"the input makes a prompt of {len(ids)} ids, which leaves no room for audio "
                             f"in the model's {context}-id context; send a shorter input")
         chosen = {k: v for k, v in (sampling or {}).items() if v is not None}
+        task = Task(id="request", text=text, lang=instruction.lang, seed=0)
         params = dataclasses.replace(self.teacher.sampling_params(task), seed=seed, **chosen)
         return Prompt(ids, params, voice, instruction)
 

@@ -228,7 +228,7 @@ def test_instructions_and_speed_reach_the_prompt(service):
     prompt = service.prepare("今天天气好", understand("(高兴2) 很慢", text="今天天气好"), voice="mei")
     text = tok.decode(prompt.ids)
     assert "(高兴2)(中文)(慢速2)今天天气好" in text
-    assert "[mei]" in text and service.voices["mei"].text in text  # the clone turn
+    assert "[mei]" in text and service.builtin["mei"].text in text  # the clone turn
     prompt = service.prepare("Hi.", understand(None, speed=0.7, text="Hi."), seed=9, sampling={"temperature": 0.2})
     assert "(英文)(慢速1)Hi." in tok.decode(prompt.ids)
     assert prompt.params.seed == 9 and prompt.params.temperature == 0.2 and prompt.params.audio_constraint
@@ -410,3 +410,64 @@ def test_the_serve_command_serves_with_a_key(student):
         proc.terminate()
         out = proc.communicate(timeout=60)[0]
     assert f"on http://127.0.0.1:{port}/v1/audio/speech" in out
+
+
+# -- registered voices ------------------------------------------------------------------------------
+
+def _wav_bytes(wav: np.ndarray, fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wav, 16000, format=fmt)
+    return buf.getvalue()
+
+
+def test_a_registered_voice_is_tokenized_once_listed_used_and_deleted(server, client, service):
+    amy = service.builtin["amy"]
+    made = client.audio.voices.create(name="narrator", audio_sample=("amy.wav", open(amy.wav_path, "rb")),
+                                      consent="mine", extra_body={"transcript": amy.text})
+    assert (made.id, made.type) == ("narrator", "audio_sample")
+    stored = sorted(p.name for p in (service.student / "voices").iterdir())
+    assert stored == ["narrator.ids.npy", "narrator.json", "narrator.txt", "narrator.wav"]
+    listed = {v["id"]: v for v in httpx.get(f"{server.url}/v1/audio/voices").json()["data"]}
+    assert listed["narrator"]["type"] == "audio_sample" and listed["narrator"]["transcript"] == amy.text
+    # the stored ids are the clone turn: the same audio ids as the built-in prompt of the same wav
+    layout = service.teacher.layout
+    audio = lambda ids: [i for i in ids if i >= layout.vq02_offset]  # noqa: E731
+    mine = service.prepare("Hi.", understand(None, text="Hi."), voice="narrator")
+    theirs = service.prepare("Hi.", understand(None, text="Hi."), voice="amy")
+    assert audio(mine.ids) == audio(theirs.ids) and len(audio(mine.ids)) == len(np.load(
+        service.student / "voices" / "narrator.ids.npy"))
+    with client.audio.speech.with_streaming_response.create(model="student", voice="narrator", input="Hi.",
+                                                            response_format="wav", stream_format="sse") as resp:
+        events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["voice"] == "narrator" and len(events) >= 2
+    assert client.audio.voices.delete("narrator").deleted
+    assert not any((service.student / "voices").iterdir())
+    r = httpx.post(f"{server.url}/v1/audio/speech", json=_speech(voice="narrator"))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "voice_not_found"
+
+
+def test_bad_voice_registrations_are_refused_and_nothing_leaves_the_store(server, service, tmp_path):
+    amy = open(service.builtin["amy"].wav_path, "rb").read()
+    noise = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
+    cases = [  # (form fields, files, status, param, message)
+        ({"name": "../../escape", "transcript": "x"}, {"audio": amy}, 400, "name", "must be 1-64 letters"),
+        ({"name": "a/b", "transcript": "x"}, {"audio": amy}, 400, "name", "must be 1-64 letters"),
+        ({"name": "amy", "transcript": "x"}, {"audio": amy}, 409, "name", "built in"),
+        ({"name": "v1", "transcript": " "}, {"audio": amy}, 400, "transcript", "transcript is empty"),
+        ({"name": "v1", "transcript": "x"}, {"audio": b"not audio at all"}, 400, "audio", "cannot read audio"),
+        ({"name": "v1", "transcript": "x"}, {"audio": _wav_bytes(np.zeros(16000, np.float32))}, 400, "audio",
+         "silent"),
+        ({"name": "v1", "transcript": "x"}, {"audio": _wav_bytes(noise[:3000], "FLAC")}, 400, "audio", "0.19 s long"),
+        ({"name": "v1", "transcript": "x"}, {}, 400, "audio", "attach the prompt audio"),
+    ]
+    for data, files, status, param, message in cases:
+        r = httpx.post(f"{server.url}/v1/audio/voices", data=data, files=files, timeout=60)
+        error = r.json()["error"]
+        assert (r.status_code, error["param"]) == (status, param) and message in error["message"], (data, r.text)
+    r = httpx.post(f"{server.url}/v1/audio/voices", json={"name": "v1"})
+    assert r.status_code == 400 and r.json()["error"]["code"] in ("invalid_form", "missing_audio")
+    assert httpx.delete(f"{server.url}/v1/audio/voices/amy").status_code == 400
+    assert httpx.delete(f"{server.url}/v1/audio/voices/nobody").status_code == 404
+    voices = service.student / "voices"
+    assert not voices.exists() or not any(voices.iterdir())
+    assert not (service.student.parent / "escape").exists() and not (service.student / "escape.wav").exists()
