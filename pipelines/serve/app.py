@@ -11,18 +11,16 @@ Routes: ``POST /v1/audio/speech``, ``GET /v1/audio/voices``, ``POST /v1/audio/vo
 every route but /health wants ``Authorization: Bearer KEY``. At most ``max_pending`` speech
 requests are admitted (waiting, generating or streaming); the next gets 429 and Retry-After.
 
-A speech response streams after its utterance is generated and decoded whole (the engines return
-whole generations): ``stream_format=audio`` sends the file in chunks of 0.6 s of audio (compressed
-formats: 16 KiB), ``sse`` sends them as ``speech.audio.delta`` events, then ``speech.audio.done``
-with the usage (and, beyond OpenAI's fields, the instruction as understood and the voice).
+An input longer than the audio cap allows is split at sentence ends and its pieces generated with
+the same voice prompt (:mod:`pipelines.serve.reply` says how they stream). ``stream_format=audio``
+sends chunked bytes, ``sse`` sends ``speech.audio.delta`` events, then ``speech.audio.done`` with
+the usage (and, beyond OpenAI's fields, the instruction as understood, the voice and the pieces).
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import hmac
-import json
 import time
 from typing import Union
 
@@ -33,16 +31,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.instructions import InstructionError
-from engine.tokens import GROUP_SECONDS
 from manifests.errors import UserError
-from pipelines.serve.audio import FORMATS, PCM_RATE, encode_chunks, media_type, supported_formats
+from pipelines.serve.audio import FORMATS, media_type, supported_formats
 from pipelines.serve.instructions import understand
 from pipelines.serve.metrics import Metrics
+from pipelines.serve.reply import SpeechReply
 from pipelines.serve.service import DEFAULT_VOICE, SpeechService, VoiceNotFound
+from pipelines.serve.text import piece_chars, pieces
 from pipelines.serve.voices import VoiceError
 
 MAX_INPUT = 4096
-CHUNK_GROUPS = 5  # 0.6 s of audio per streamed chunk
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # OpenAI's names: clients ported as they are
 SPEECH = "/v1/audio/speech"
 VOICES = "/v1/audio/voices"
@@ -186,7 +184,6 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
 
     @app.post(SPEECH)
     async def speech(req: SpeechRequest):
-        start = time.perf_counter()
         req.response_format = req.response_format or ("mp3" if "mp3" in formats else "wav")
         _check(req, service, formats)
         voice = _voice_id(req.voice)
@@ -197,31 +194,23 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
             raise APIError(400, str(exc), param="speed" if speed else "instructions",
                            code="invalid_value" if speed else "invalid_instructions") from None
         release = gate.enter()
+        reply = None
         try:
-            prompt = await asyncio.to_thread(
-                service.prepare, req.input, instruction, voice, req.seed,
-                {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p})
-            spoken = await service.speak(prompt)
-            chunk = int(CHUNK_GROUPS * GROUP_SECONDS * spoken.sample_rate)
-            chunks = await asyncio.to_thread(
-                lambda: list(encode_chunks(spoken.wav, spoken.sample_rate, req.response_format, chunk)))
+            texts = pieces(req.input, piece_chars(service.max_seconds, instruction.lang))
+            sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p}
+            prompts = await asyncio.to_thread(
+                lambda: [service.prepare(t, instruction, voice, req.seed, sampling) for t in texts])
+            done = {"instruction": {**dataclasses.asdict(instruction), "tags": instruction.tags()}, "voice": voice,
+                    "pieces": texts}
+            reply = SpeechReply(service, prompts, req.response_format, req.stream_format, metrics, release, done)
+            await reply.begin()
         except BaseException:
+            for part in reply.parts if reply else ():
+                part.cancel()
             release()
             raise
-        wall = time.perf_counter() - start
-        metrics.audio_seconds.inc(spoken.seconds)
-        metrics.generated_ids.inc(len(spoken.ids))
-        if spoken.seconds:
-            metrics.rtf.observe(wall / spoken.seconds)
-        done = {"type": "speech.audio.done",
-                "usage": {"input_tokens": spoken.prompt_ids, "output_tokens": len(spoken.ids),
-                          "total_tokens": spoken.prompt_ids + len(spoken.ids)},
-                "instruction": {**dataclasses.asdict(instruction), "tags": instruction.tags()}, "voice": voice}
-        body = _stream(chunks, req.stream_format, done, start, metrics, release)
-        headers = {"X-Audio-Seconds": f"{spoken.seconds:.3f}", "X-Finish-Reason": spoken.finish_reason,
-                   "X-Sample-Rate": str(PCM_RATE if req.response_format == "pcm" else spoken.sample_rate)}
         kind = "text/event-stream" if req.stream_format == "sse" else media_type(req.response_format)
-        return _AudioResponse(body, release, media_type=kind, headers=headers)
+        return _AudioResponse(reply.body(), release, media_type=kind, headers=reply.headers())
 
     return app
 
@@ -258,26 +247,6 @@ def _voice_object(name: str, kind: str, transcript: str | None = None) -> dict:
 def _voice_id(voice) -> str:
     """OpenAI's ``voice``: a name, or ``{"id": name}``."""
     return voice if isinstance(voice, str) else str(voice.get("id", ""))
-
-
-async def _stream(chunks: list[bytes], stream_format: str, done: dict, start: float, metrics: Metrics,
-                  release):
-    """The response body; releases the request's slot when it ends (a client that disconnects
-    ends it too)."""
-    try:
-        for i, chunk in enumerate(chunks):
-            if i == 0:
-                metrics.first_audio.observe(time.perf_counter() - start)
-            if stream_format == "sse":
-                event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
-                yield f"data: {json.dumps(event)}\n\n".encode()
-            else:
-                yield chunk
-        if stream_format == "sse":
-            yield f"data: {json.dumps(done, ensure_ascii=False)}\n\n".encode()
-        metrics.latency.labels(route=SPEECH).observe(time.perf_counter() - start)
-    finally:
-        release()
 
 
 def _install_errors(app: FastAPI) -> None:

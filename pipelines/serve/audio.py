@@ -10,6 +10,7 @@ the compressed formats (flac, mp3, opus in Ogg) are encoded whole and sent in by
 from __future__ import annotations
 
 import io
+import struct
 from typing import Iterator
 
 import numpy as np
@@ -67,6 +68,22 @@ def encode_chunks(wav: np.ndarray, sr: int, response_format: str, chunk_samples:
     data = encode(wav, sr, response_format)
     for start in range(0, len(data), BYTE_CHUNK):
         yield data[start:start + BYTE_CHUNK]
+
+
+def pcm_chunks(wav: np.ndarray, sr: int, rate: int, chunk_samples: int) -> Iterator[bytes]:
+    """``wav`` (at ``sr``) as 16-bit little-endian PCM at ``rate``, ``chunk_samples`` (at ``sr``)
+    per piece: the body of a stream whose header, if any, went before."""
+    data = _pcm16(resample(wav, sr, rate))
+    step = 2 * max(1, chunk_samples * rate // sr)
+    for start in range(0, len(data), step):
+        yield data[start:start + step]
+
+
+def streaming_wav_header(sr: int) -> bytes:
+    """A 16-bit mono wav header for a stream whose length is not known yet: the RIFF and data
+    sizes are the largest values, which readers take as "until the end" (soundfile, ffmpeg, browsers)."""
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sr, 2 * sr, 2, 16)
+    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", 0xFFFFFFFF - 36)
 
 
 def _pcm16(wav: np.ndarray) -> bytes:

@@ -94,6 +94,7 @@ class SpeechService:
         self.teacher = LMTeacher(f"{self.kind}:{self.student}?max_seconds={max_seconds:g}&{batch_option}={max_batch}",
                                  codec=self.codec)
         self.model_id = self.student.name
+        self.max_seconds = max_seconds
         self.max_batch = max_batch
         self.builtin = {s.name: s for s in load_speakers("builtin")}
         self.registered = VoiceStore(voices or self.student / "voices", self.codec,

@@ -471,3 +471,39 @@ def test_bad_voice_registrations_are_refused_and_nothing_leaves_the_store(server
     voices = service.student / "voices"
     assert not voices.exists() or not any(voices.iterdir())
     assert not (service.student.parent / "escape").exists() and not (service.student / "escape.wav").exists()
+
+
+# -- long input ------------------------------------------------------------------------------------
+
+def test_pieces_split_at_sentence_ends_and_group_up_to_the_length():
+    from pipelines.serve.text import piece_chars, pieces, sentences
+
+    assert sentences("It costs 3.5 dollars. Really? Yes!") == ["It costs 3.5 dollars.", "Really?", "Yes!"]
+    assert sentences("今天天气很好。我们去公园吧！好") == ["今天天气很好。", "我们去公园吧！", "好"]
+    assert pieces("One. Two! Three? 四。五！", max_chars=9) == ["One. Two!", "Three? 四。", "五！"]
+    assert pieces("A very long sentence stays whole.", max_chars=5) == ["A very long sentence stays whole."]
+    assert piece_chars(30, "en") > piece_chars(30, "zh") >= 1 and piece_chars(0.01, "zh") == 1
+
+
+LONG = "The first sentence. The second one! And a third?"
+
+
+def test_long_input_is_generated_in_pieces_with_one_voice_and_streamed_in_order(server, service):
+    texts = ["The first sentence.", "The second one!", "And a third?"]
+    prompts = [service.prepare(t, understand(None, text=t), voice="amy") for t in texts]
+    body = _speech(input=LONG, voice="amy", seed=11, response_format="pcm")
+    with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=120) as r:
+        assert r.headers["x-pieces"] == "3" and "x-audio-seconds" not in r.headers
+        pcm = b"".join(r.iter_bytes())
+    assert len(pcm) > 2 * MAX_SECONDS * 24000  # more audio than one generation may make: several pieces
+    events = [json.loads(line[6:]) for line in httpx.post(f"{server.url}/v1/audio/speech", timeout=120, json={
+        **body, "stream_format": "sse"}).text.splitlines() if line.startswith("data: ")]
+    done = events[-1]
+    assert done["pieces"] == texts and b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == pcm
+    assert done["usage"]["input_tokens"] == sum(len(p.ids) for p in prompts)  # each piece had the clone turn
+    wav_stream = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "response_format": "wav"}, timeout=120)
+    assert wav_stream.content[4:8] == b"\xff\xff\xff\xff"  # a header of unknown length, then the pieces
+    wav, sr = sf.read(io.BytesIO(wav_stream.content), dtype="int16")
+    assert sr == 16000 and len(wav) == round(len(pcm) / 2 * 16000 / 24000)
+    flac = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "response_format": "flac"}, timeout=120)
+    assert flac.headers["x-pieces"] == "3" and len(sf.read(io.BytesIO(flac.content))[0]) == len(wav)
