@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.atomic import atomic_path
+from manifests.errors import UserError
 from manifests.record import TASK_SCHEMA, Task
 
 
@@ -34,13 +35,13 @@ def read_tasks(path) -> list[Task]:
     """Read a tasks.parquet back into :class:`~engine.task.Task` records (extra columns ignored).
 
     Raises:
-        ValueError: unreadable file or missing task columns (naming the file).
+        UserError: unreadable file or missing task columns (naming the file).
     """
     try:
         table = pq.read_table(str(path))
     except (OSError, pa.ArrowException) as exc:
-        raise ValueError(f"{path}: cannot read tasks ({exc})") from None
+        raise UserError(f"{path}: cannot read tasks ({exc})") from None
     missing = [n for n in TASK_SCHEMA.names if n not in table.column_names]
     if missing:
-        raise ValueError(f"{path}: not a tasks table (missing columns {', '.join(missing)})")
+        raise UserError(f"{path}: not a tasks table (missing columns {', '.join(missing)})")
     return [Task.from_row(row) for row in table.select(TASK_SCHEMA.names).to_pylist()]
