@@ -31,6 +31,7 @@ quickstart: $(STAMP)
 	$(BIN)/stepforge synthesize pipelines/configs/builtin.yaml --out $(RUN)
 	$(BIN)/stepforge filter $(RUN)
 	$(BIN)/stepforge distill $(RUN) --out $(RUN)/student --config pipelines/configs/distill_tiny.yaml
+	@echo "serve the student: $(BIN)/stepforge serve $(RUN)/student  (then: curl http://127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json' -d '{\"model\": \"student\", \"input\": \"Hello there.\", \"response_format\": \"wav\"}' -o hello.wav)"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.codec_roundtrip
