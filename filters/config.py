@@ -3,9 +3,11 @@ or CLI flags (in that order of precedence, flags last).
 
     max_cer: 0.2                 # reject above this CER (zh) / WER (en)
     per_style: {rap: 0.5, humming: null}    # null: not transcribed, kept unscored
+    per_dialect: {mandarin: 0.9}            # the same per dialect (the looser of the two applies;
+                                            # default {cantonese: null}: Whisper base has no Cantonese)
     min_ss: 0.6                  # resemblyzer cosine; not comparable with WavLM SS figures
-    asr: {en: {backend: faster-whisper, model: tiny.en}}
-    no_asr: {zh: unscored}       # languages without an ASR: reject (default) or unscored
+    asr: {en: {backend: faster-whisper, model: tiny.en}}   # default: filters.asr.DEFAULT_ASR
+    no_asr: {fr: unscored}       # languages without an ASR: reject (default) or unscored
     quality: {max_silence: 0.6, max_clipping: 0.01}
     workers: null                # filter actors (default: fill the CPUs)
     score_rejected: false        # run every filter on every row (eval); verdicts are unchanged
@@ -16,7 +18,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from filters.cer import CERFilter
+from filters.asr import DEFAULT_ASR
+from filters.cer import DEFAULT_PER_DIALECT, CERFilter
 from filters.quality import QualityFilter
 from filters.speaker import SpeakerSimilarityFilter
 from manifests.errors import UserError
@@ -26,6 +29,7 @@ from manifests.errors import UserError
 class FilterConfig:
     max_cer: float = 0.2
     per_style: dict = field(default_factory=lambda: {"rap": 0.5, "humming": None})
+    per_dialect: dict = field(default_factory=lambda: dict(DEFAULT_PER_DIALECT))
     min_ss: float = 0.6
     asr: dict | None = None
     no_asr: dict = field(default_factory=dict)
@@ -69,6 +73,8 @@ class FilterConfig:
     def hash(self) -> str:
         """What the verdicts depend on (thresholds and models, not pool sizes)."""
         data = {k: v for k, v in asdict(self).items() if k not in ("workers", "batch_size", "ss_threads")}
+        # the models the default stands for: a new default rescores runs that relied on the old one
+        data["asr"] = DEFAULT_ASR if self.asr is None else self.asr
         if not data["score_rejected"]:
             del data["score_rejected"]  # hashes from before the key existed stay valid
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -78,6 +84,6 @@ class FilterConfig:
         return [
             QualityFilter(**self.quality),
             CERFilter(asr=self.asr, max_cer=self.max_cer, per_style=self.per_style,
-                      no_asr=self.no_asr, default_no_asr=self.default_no_asr),
+                      no_asr=self.no_asr, default_no_asr=self.default_no_asr, per_dialect=self.per_dialect),
             SpeakerSimilarityFilter(min_ss=self.min_ss, threads=self.ss_threads),
         ]

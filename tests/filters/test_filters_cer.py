@@ -49,6 +49,17 @@ def test_style_thresholds(router):
     assert hum.keep and hum.scores["quality_flags"] == ["unscored_cer"] and "asr_text" not in hum.scores
 
 
+def test_dialect_thresholds_the_looser_applies_and_cantonese_is_unscored(router):
+    f = CERFilter(router, max_cer=0.0, per_dialect={"english-gb": 1.0, "english-us": 0.0})
+    half_wrong = speak("Open the door and let some cold water into the house.")
+    gb, us, rap, yue = f([_row(audio=half_wrong, dialect="english-gb"), _row(audio=half_wrong, dialect="english-us"),
+                          _row(audio=half_wrong, dialect="english-us", style="rap"),
+                          _row(dialect="cantonese")])
+    assert gb.keep and not us.keep and gb.scores["cer"] == us.scores["cer"] > 0
+    assert rap.keep == (rap.scores["cer"] <= 0.5)  # rap's 0.5 is looser than the dialect's 0.0
+    assert yue.keep and yue.scores["quality_flags"] == ["unscored_cer"]  # the default: no Cantonese ASR
+
+
 @pytest.mark.parametrize("audio, reason", [
     (None, "missing audio"), (np.zeros(0, np.float32), "zero-length audio"), (b"\x00garbage", "corrupt audio"),
 ])
