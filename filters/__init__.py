@@ -1,21 +1,22 @@
-"""stepforge filters: cheap quality checks, ASR-based CER/WER, speaker similarity.
+"""stepforge filters: cheap quality checks, ASR-based CER/WER, speaker similarity, DNSMOS.
 
     from filters import QualityFilter, CERFilter, SpeakerSimilarityFilter, FilterChain
     chain = FilterChain([QualityFilter(), CERFilter(), SpeakerSimilarityFilter(min_ss=0.75)])
     chain.setup()
     records = chain.process(records)   # + scores, accepted, reject_reason (a Stage)
 
-Heavy packages (faster-whisper, resemblyzer, funasr) load in ``setup``, not on import.
+Heavy packages (faster-whisper, resemblyzer, funasr, onnxruntime) load in ``setup``, not on import.
 """
 from filters.asr import ASR, ASRRouter, DEFAULT_ASR, load_asr
 from filters.base import FLAGS, Filter, FilterChain, RowProblem, Verdict, add_flags, get_audio, reject, run_chain
 from filters.cer import CERFilter, error_rate, text_scores
+from filters.dnsmos import DNSMOSFilter
 from filters.normalize import normalize, to_simplified
 from filters.quality import QualityFilter
 from filters.speaker import SpeakerSimilarityFilter
 
 __all__ = [
-    "ASR", "ASRRouter", "CERFilter", "DEFAULT_ASR", "FLAGS", "Filter", "FilterChain", "QualityFilter", "RowProblem",
+    "ASR", "ASRRouter", "CERFilter", "DEFAULT_ASR", "DNSMOSFilter", "FLAGS", "Filter", "FilterChain", "QualityFilter", "RowProblem",
     "SpeakerSimilarityFilter", "Verdict", "add_flags", "error_rate", "get_audio", "load_asr",
     "normalize", "reject", "run_chain", "text_scores", "to_simplified",
 ]

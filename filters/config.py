@@ -6,6 +6,7 @@ or CLI flags (in that order of precedence, flags last).
     per_dialect: {mandarin: 0.9}            # the same per dialect (the looser of the two applies;
                                             # default {cantonese: null}: Whisper base has no Cantonese)
     min_ss: 0.6                  # resemblyzer cosine; not comparable with WavLM SS figures
+    min_dnsmos_ovrl: 2.0         # DNSMOS P.835 OVRL; null: score only (why not 3.0: filters.dnsmos)
     asr: {en: {backend: faster-whisper, model: tiny.en}}   # default: filters.asr.DEFAULT_ASR
     no_asr: {fr: unscored}       # languages without an ASR: reject (default) or unscored
     quality: {max_silence: 0.6, max_clipping: 0.01}
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from filters.asr import DEFAULT_ASR
 from filters.cer import DEFAULT_PER_DIALECT, CERFilter
+from filters.dnsmos import DEFAULT_MIN_OVRL, DNSMOSFilter
 from filters.quality import QualityFilter
 from filters.speaker import SpeakerSimilarityFilter
 from manifests.errors import UserError
@@ -31,6 +33,7 @@ class FilterConfig:
     per_style: dict = field(default_factory=lambda: {"rap": 0.5, "humming": None})
     per_dialect: dict = field(default_factory=lambda: dict(DEFAULT_PER_DIALECT))
     min_ss: float = 0.6
+    min_dnsmos_ovrl: float | None = DEFAULT_MIN_OVRL
     asr: dict | None = None
     no_asr: dict = field(default_factory=dict)
     default_no_asr: str = "reject"
@@ -61,6 +64,9 @@ class FilterConfig:
             raise UserError(f"{where}: max_cer must be >= 0, got {self.max_cer}")
         if not -1 <= self.min_ss <= 1:
             raise UserError(f"{where}: min_ss must be in -1..1 (a cosine), got {self.min_ss}")
+        ovrl = self.min_dnsmos_ovrl
+        if ovrl is not None and (isinstance(ovrl, bool) or not isinstance(ovrl, (int, float)) or not 1 <= ovrl <= 5):
+            raise UserError(f"{where}: min_dnsmos_ovrl must be a MOS in 1..5 or null, got {ovrl!r}")
         if self.batch_size < 1:
             raise UserError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
 
@@ -80,10 +86,11 @@ class FilterConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def build_chain(self) -> list:
-        """Cheap checks first, so the expensive models only see survivors."""
+        """Cheap checks first, so the expensive models only see survivors (DNSMOS costs the most)."""
         return [
             QualityFilter(**self.quality),
             CERFilter(asr=self.asr, max_cer=self.max_cer, per_style=self.per_style,
                       no_asr=self.no_asr, default_no_asr=self.default_no_asr, per_dialect=self.per_dialect),
             SpeakerSimilarityFilter(min_ss=self.min_ss, threads=self.ss_threads),
+            DNSMOSFilter(min_ovrl=self.min_dnsmos_ovrl),
         ]
