@@ -148,7 +148,11 @@ WIDE_VOCAB = 2810
 
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max())
+    return float((a.detach().double() - b.detach().double()).abs().max())
+
+
+def _scale(t: torch.Tensor) -> float:
+    return float(t.detach().double().abs().max())
 
 
 def triton_vs_reference() -> dict:
@@ -175,6 +179,8 @@ def triton_vs_reference() -> dict:
         out[str(topk)] = dict(
             ce=_max_err(a.ce, b.ce), kl=_max_err(a.kl, b.kl), loss=_max_err(a.loss, b.loss),
             d_hidden=_max_err(ah, bh), d_weight=_max_err(aw, bw),
+            scale=dict(ce=_scale(b.ce), kl=_scale(b.kl), loss=_scale(b.loss), d_hidden=_scale(bh),
+                       d_weight=_scale(bw)),
             same_correct=bool(torch.equal(a.correct, b.correct)),
             n_correct=int(b.correct.sum()), n_correct_late=int(b.correct[late].sum()),
             interpreted="kernels.restricted_ce_triton__interpret" in sys.modules)
@@ -203,5 +209,7 @@ def test_triton_matches_reference(triton_parity, topk):
     r = triton_parity[str(topk)]
     assert r["interpreted"]  # the Triton kernel really ran
     assert r["same_correct"] and r["n_correct"] >= 6 and r["n_correct_late"] >= 3
+    # fp32 parity, relative to the output's size: the aimed rows make gradients of order 10,
+    # where one summation order against another differs by a few 1e-6 absolute
     for key in ("ce", "kl", "loss", "d_hidden", "d_weight"):
-        assert r[key] < 1e-5, (key, r[key])
+        assert r[key] <= 1e-5 * max(1.0, r["scale"][key]), (key, r[key], r["scale"][key])
