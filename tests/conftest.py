@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,29 @@ def vllm_engine(tiny_rope_dir):
     engine = VLLMEngine(tiny_rope_dir, kv_cache_gib=0.25, max_model_len=2048)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def synthesized_run(tmp_path_factory):
+    """``pipelines/configs/tiny.yaml`` (12 tasks, en + zh) synthesized once by the reference
+    teacher, 5 tasks per shard (3 shards): (RUN dir, the synthesize process). Tests that change a
+    run work on a copy (:func:`copy_run`); reruns that must change nothing may use it as is."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    proc = stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--no-progress", "--shard-size", "5",
+                     check=True)
+    return out, proc
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of run directory ``run`` at ``dest`` (run directories hold no absolute paths)."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".lock"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def filtered_run(synthesized_run, tmp_path_factory):
+    """A copy of :func:`synthesized_run` filtered with the spec's thresholds (shared by the
+    distill and eval tests, which only read it)."""
+    out = copy_run(synthesized_run[0], tmp_path_factory.mktemp("filtered") / "run")
+    stepforge("filter", out, "--no-progress", check=True)
+    return out

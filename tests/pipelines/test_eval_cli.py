@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.eval_prompts import prompt_record, read_prompts
 from manifests import RunDir
-from tests.conftest import CONFIGS, stepforge
+from tests.conftest import stepforge
 
 pytestmark = pytest.mark.slow
 MAX_SECONDS = 1.5  # a random student babbles until the cap
@@ -22,15 +22,12 @@ def _student(path, seed: int):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(filtered_run, tmp_path_factory):
     """(the first eval's process, EVAL dir, prompts path, student dir, teacher run dir)."""
     root = tmp_path_factory.mktemp("eval")
-    teacher = root / "teacher"
-    stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", teacher, "--limit", "3", "--no-progress",
-              check=True)
-    stepforge("filter", teacher, "--no-progress", check=True)
+    teacher = filtered_run
     prompts = root / "prompts.jsonl"
-    rows = RunDir(teacher).read_manifest().to_pylist()
+    rows = sorted(RunDir(teacher).read_manifest().to_pylist(), key=lambda r: r["id"])[:3]
     prompts.write_text("".join(json.dumps(prompt_record(r, teacher), ensure_ascii=False) + "\n"
                                for r in rows), encoding="utf-8")
     student = _student(root / "student", seed=0)

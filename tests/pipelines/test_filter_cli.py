@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from manifests import RunDir
-from tests.conftest import CONFIGS, stepforge
+from tests.conftest import copy_run, stepforge
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,8 @@ def _corrupt_flac(run: RunDir, key: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def filtered(tmp_path_factory):
-    out = tmp_path_factory.mktemp("filter") / "run"
-    stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--no-progress", "--shard-size", "100", check=True)
+def filtered(synthesized_run, tmp_path_factory):
+    out = copy_run(synthesized_run[0], tmp_path_factory.mktemp("filter") / "run")
     run = RunDir(out)
     victim = next(r["id"] for r in run.read_manifest().to_pylist() if r["lang"] == "en")
     _corrupt_flac(run, victim)

@@ -23,10 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    proc = stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", out, "--no-progress", "--shard-size", "5", check=True)
-    return out, proc
+def tiny_run(synthesized_run):
+    return synthesized_run  # these tests only read it, or rerun what must change nothing
 
 
 def test_outputs_load_with_webdataset_and_datasets(tiny_run):
