@@ -25,7 +25,8 @@ full-width parentheses) picks the rap or the humming prompt (humming when "哼�
 the text) and the Music decoder; else the voice-actor prompt, naming ``[speaker]`` for a built-in
 speaker and without a name for a clone prompt. Only the first tag counts: in ``(中文)(RAP)text``
 the tag is 中文, and in ``（RAP）（高兴1）text`` upstream's pattern takes ``RAP）（高兴1`` as the tag,
-so neither is music. Put the style tag first, alone in its parentheses.
+so neither is music. Put the style tag first, alone in its parentheses (:func:`tagged_text`
+does that for an :class:`engine.instructions.Instruction`).
 
 Decoding as upstream: sampling at temperature 0.7 with transformers' default top-k 50,
 ``max_length`` 8192 including the prompt, the repetition guard :func:`repetition_ban`, and
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.errors import MissingModel, MissingPackage
+from engine.instructions import STYLES, Instruction
 from manifests.errors import UserError
 
 BOS, EOT, BOT = 1, 3, 4  # upstream writes these ids, not the tokenizer's
@@ -98,6 +100,15 @@ def system_prompt(text: str, speaker: str = "") -> str:
     if is_music(text):
         return HUMMING_PROMPT if "哼唱" in text else RAP_PROMPT
     return actor_prompt(speaker)
+
+
+def tagged_text(text: str, instruction: Instruction) -> str:
+    """``text`` with the instruction's tags, the style tag (RAP, 哼唱) first so that upstream's
+    leading-tag rule picks the music prompt and decoder: rap in Mandarin -> "(RAP)(中文)text"."""
+    tags, style = instruction.tags(), STYLES[instruction.style]
+    if style:
+        tags = f"({style})" + tags.replace(f"({style})", "", 1)
+    return tags + text
 
 
 def repetition_ban(ids: Sequence[int], window: int = GUARD_WINDOW,

@@ -114,6 +114,17 @@ def test_music_tags():
     assert tp.system_prompt("(高兴1)好", "Tingting") == tp.actor_prompt("Tingting")
 
 
+def test_tagged_text_puts_the_style_first():
+    from engine.instructions import Instruction
+
+    rap = tp.tagged_text("我们走", Instruction(style="rap", speed="fast1"))
+    assert rap == "(RAP)(中文)(快速1)我们走" and tp.is_music(rap)
+    hum = tp.tagged_text("la", Instruction(style="humming", dialect="cantonese"))
+    assert tp.instruction_name(hum) == "哼唱" and tp.system_prompt(hum) == tp.HUMMING_PROMPT
+    happy = tp.tagged_text("好", Instruction(emotion="happy", intensity=2, dialect="cantonese"))
+    assert happy == "(高兴2)(粤语)好" and not tp.is_music(happy)
+
+
 def test_speaker_names(speakers):
     assert speakers.names == ["Tingting", "Alice {A}"]
     with pytest.raises(UserError, match="no speaker 'Bob'") as err:
