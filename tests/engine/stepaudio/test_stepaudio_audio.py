@@ -1,8 +1,9 @@
 """engine.stepaudio.audio and .fbank: loading every format, upstream's preprocessing and the Kaldi
-fbank, on their own terms."""
+fbank, on their own terms and against upstream's outputs (goldens/vq02, made by make_vq02.py)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,38 @@ def test_fbank_dither_and_mean():
     assert torch.allclose(m.mean(0), torch.zeros(80), atol=1e-4)
     assert torch.allclose(m, fbank(x) - fbank(x).mean(0), atol=1e-5)
 
+
+
+# --- parity with upstream (goldens/make_vq02.py ran torchaudio, librosa and Step-Audio's utils) --
+GOLD = Path(__file__).parent / "goldens" / "vq02"
+
+
+def gold(name: str) -> np.ndarray:
+    return np.load(GOLD / f"{name}.npy")
+
+
+def max_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def test_parity_resample():
+    assert max_err(resample(gold("resample_in_44k"), 44100, 16000), gold("resample_44k_16k")) <= 1e-5
+    noise = gold("resample_in_noise")
+    for a, b in ((48000, 16000), (48000, 22050), (24000, 16000), (22050, 16000), (16000, 22050)):
+        assert max_err(resample(noise, a, b), gold(f"resample_noise_{a}_{b}")) <= 1e-5, (a, b)
+
+
+def test_parity_normalize_and_trim():
+    x16 = gold("tingting_16k")
+    assert max_err(peak_normalize(x16), gold("norm")) <= 1e-6
+    trimmed = trim_prompt(gold("norm"))
+    assert trimmed.shape == gold("trim").shape and max_err(trimmed, gold("trim")) == 0.0
+    assert max_err(preprocess(x16, 16000), gold("trim")) <= 1e-6
+
+
+def test_parity_fbank():
+    seg = gold("tingting_16k")[:8000]
+    assert max_err(fbank(seg * 32768, window="hamming"), gold("fbank_hamming")) <= 1e-5
+    assert max_err(fbank(seg, subtract_mean=True), gold("fbank_povey_cmn")) <= 1e-5
