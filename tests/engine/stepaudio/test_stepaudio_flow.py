@@ -2,7 +2,7 @@
 
 Goldens: tests/engine/stepaudio/goldens/make_flow.py (upstream Step-Audio's MaskedDiffWithXvec,
 ConformerEncoder, InterpolateRegulator, ConditionalCFM and ConditionalDecoder in fp32 on the same
-tiny flow.pt, the same inputs and the same seeded noise).
+tiny flow.pt, the same inputs and the same seeded noise; and as released, in bf16).
 """
 from __future__ import annotations
 
@@ -90,6 +90,15 @@ def test_full_inference_parity(flow):
     assert mel.dtype == torch.float32 and mel.shape == (80, 51)
     assert max_err(mel, "mel") <= TOL
     assert max_err(flow.inference(*inputs(no_prompt=True), seed=1), "mel_noprompt") <= TOL
+
+
+def test_bf16_matches_upstream_as_released(tmp_path):
+    # upstream runs the flow in bf16 (GPU); the same dtype path on the CPU, same seeded noise
+    flow_bf16 = FlowDecoder.from_dir(write_tiny_flow(tmp_path, seed=0), dtype=torch.bfloat16)
+    assert next(flow_bf16.model.parameters()).dtype == torch.bfloat16
+    mel = flow_bf16.inference(*inputs(), seed=0)
+    assert mel.dtype == torch.float32
+    assert max_err(mel, "mel_bf16") <= 1e-2
 
 
 def test_seeded_noise_is_reproducible(flow):

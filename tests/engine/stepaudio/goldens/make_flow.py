@@ -11,7 +11,7 @@ key name and shape of the tiny ``flow.pt``.
 fp32: upstream casts the estimator's first ResNet input to bf16 (``x.to(torch.bfloat16)`` in
 ``ConditionalDecoder.forward``'s down loop, for its bf16 GPU run). The script loads
 ``cosyvoice/flow/decoder.py`` with those three ``torch.bfloat16`` casts replaced by the input's own
-dtype (asserted to be exactly three) and nothing else changed, so all goldens are fp32.
+dtype (asserted to be exactly three) and nothing else changed, so all goldens but ``mel_bf16`` are fp32.
 
 Noise: upstream draws ``z = torch.randn_like(mu)``; the script replaces ``torch.randn_like`` during
 the call with the documented stepforge noise, ``torch.randn((1, 80, frames),
@@ -23,7 +23,9 @@ Goldens (goldens/flow/*.npy, float32 unless noted): inputs ``token`` / ``prompt_
 call on random ``est_x``, ``est_mu``, ``est_cond`` [2, 80, 37], ``est_mask`` [2, 1, 37], ``est_t`` [2],
 ``est_spks`` [2, 80] -> ``est_out``; ``solved`` [1, 80, 82] (ConditionalCFM.forward, 10 steps, on
 ``regulated``, ``spks`` and the prompt cond, seed 0); ``mel`` [80, 51] (flow.inference, seed 0) and
-``mel_noprompt`` [80, 51] (no prompt tokens or mel, seed 1).
+``mel_noprompt`` [80, 51] (no prompt tokens or mel, seed 1); ``mel_bf16`` [80, 51]: upstream as
+released (unpatched decoder.py, the flow cast to bf16, bf16 prompt mel and embedding as tts.py
+passes them; seed 0), for the bf16 path (tolerance 1e-2).
 
 Run (from the repository root; upstream checkout and deps outside the repository):
 
@@ -55,28 +57,34 @@ def noise(frames: int, seed: int) -> torch.Tensor:
     return torch.randn((1, 80, frames), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
 
 
-def load_fp32_decoder(upstream: Path) -> None:
-    """Register cosyvoice.flow.decoder with its three bf16 casts made dtype-preserving."""
+def load_decoder(upstream: Path, name: str, fp32: bool):
+    """Load upstream's cosyvoice/flow/decoder.py as module ``name``; with ``fp32`` its three bf16
+    casts are made dtype-preserving (nothing else changes)."""
     path = upstream / "cosyvoice" / "flow" / "decoder.py"
     text = path.read_text()
     assert text.count("torch.bfloat16") == 3, "upstream decoder.py changed: review the fp32 patch"
-    spec = importlib.util.spec_from_loader("cosyvoice.flow.decoder", loader=None, origin=str(path))
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(path))
     module = importlib.util.module_from_spec(spec)
     module.__file__ = str(path)
-    sys.modules["cosyvoice.flow.decoder"] = module
-    exec(compile(text.replace("torch.bfloat16", "x.dtype"), str(path), "exec"), module.__dict__)  # noqa: S102
+    sys.modules[name] = module
+    exec(compile(text.replace("torch.bfloat16", "x.dtype") if fp32 else text, str(path), "exec"),  # noqa: S102
+         module.__dict__)
+    return module
 
 
 def kwargs(node: dict) -> dict:
     return {k: v for k, v in node.items() if not k.startswith("_")}
 
 
-def build(upstream: Path, cosyvoice_dir: Path):
-    sys.path.insert(0, str(upstream))
-    load_fp32_decoder(upstream)
+def build(upstream: Path, cosyvoice_dir: Path, fp32: bool = True):
+    """Upstream's flow on the tiny checkpoint: fp32 (bf16 casts neutralised) or as released
+    (``fp32=False``: the unpatched decoder, the model cast to bf16 as CosyVoice.__init__ does)."""
+    if str(upstream) not in sys.path:
+        sys.path.insert(0, str(upstream))
+    ConditionalDecoder = load_decoder(upstream, "cosyvoice.flow.decoder" if fp32 else "upstream_decoder_bf16",
+                                      fp32).ConditionalDecoder
     from omegaconf import DictConfig
 
-    from cosyvoice.flow.decoder import ConditionalDecoder
     from cosyvoice.flow.flow import MaskedDiffWithXvec
     from cosyvoice.flow.flow_matching import ConditionalCFM
     from cosyvoice.flow.length_regulator import InterpolateRegulator
@@ -93,7 +101,7 @@ def build(upstream: Path, cosyvoice_dir: Path):
                                length_regulator=InterpolateRegulator(**kwargs(flow["length_regulator"])),
                                decoder=decoder)
     model.load_state_dict(torch.load(cosyvoice_dir / "flow.pt", map_location="cpu", weights_only=True), strict=True)
-    return model.eval()
+    return model.eval() if fp32 else model.to(torch.bfloat16).eval()
 
 
 def with_noise(fn, z: torch.Tensor):
@@ -121,6 +129,7 @@ def main() -> None:
     out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = build(args.upstream, write_tiny_flow(Path(tmp), seed=0))
+        model_bf16 = build(args.upstream, Path(tmp), fp32=False)
     rng = np.random.default_rng(0)
     out["token"], out["prompt_token"] = rng.integers(0, 5120, 25), rng.integers(0, 5120, 13)
     out["prompt_feat"] = (rng.normal(size=(31, 80)) * 2 - 5).astype(np.float32)
@@ -157,6 +166,11 @@ def main() -> None:
 
         out["mel"] = with_noise(lambda: infer(prompt, feat), noise(total, 0))[0].numpy()
         out["mel_noprompt"] = with_noise(lambda: infer(prompt[:, :0], feat[:, :0]), noise(n_target, 1))[0].numpy()
+        # as released: bf16 model, bf16 prompt mel and embedding (tts.py casts both)
+        out["mel_bf16"] = with_noise(lambda: model_bf16.inference(
+            token=token, token_len=torch.tensor([25]), prompt_token=prompt, prompt_token_len=torch.tensor([13]),
+            prompt_feat=feat.to(torch.bfloat16), prompt_feat_len=torch.tensor([31]),
+            embedding=emb.to(torch.bfloat16)), noise(total, 0))[0].float().numpy()
     for name, value in out.items():
         value = value.astype(np.int64) if value.dtype.kind == "i" else value.astype(np.float32)
         np.save(OUT / f"{name}.npy", value)
