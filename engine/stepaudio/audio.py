@@ -158,3 +158,12 @@ def check_audible(wav: np.ndarray, source: str = "audio") -> None:
         level = "no samples" if not wav.size else (
             "digital silence" if peak == 0 else f"peak {20 * math.log10(peak):.0f} dBFS")
         raise UserError(f"{source}: the audio is silent ({level}); a prompt needs speech")
+
+
+def load_prompt(path, *, trim: bool = True) -> np.ndarray:
+    """A voice prompt file as the tokenizer takes it (upstream's ``preprocess_prompt_wav`` ->
+    ``wav2token``): 16 kHz float32 ``[samples]``, peak-normalised, trimmed. One UserError line
+    naming the file for a missing/unreadable file, a rate below 16 kHz or silence."""
+    wav, sr = load_audio(path)
+    check_audible(wav, str(path))
+    return preprocess(wav, sr, trim=trim, source=str(path))

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.stepaudio.audio import (check_audible, load_audio, peak_normalize, preprocess,
-                                    resample, speech_bounds, trim_prompt)
+from engine.stepaudio.audio import (check_audible, load_audio, load_prompt, peak_normalize,
+                                    preprocess, resample, speech_bounds, trim_prompt)
 from engine.stepaudio.fbank import fbank, num_frames
 from manifests.errors import UserError
 
@@ -103,6 +103,22 @@ def test_check_audible():
         check_audible(np.zeros(16000, np.float32), "x.wav")
     with pytest.raises(UserError, match="-80 dBFS"):
         check_audible(tone(16000, 0.1, amp=1e-4))
+
+
+def test_load_prompt(tmp_path):
+    wav = np.zeros(48000, np.float32)
+    wav[12000:36000] = tone(48000, 0.5)
+    sf.write(tmp_path / "p.wav", wav, 48000, subtype="PCM_24")
+    out = load_prompt(tmp_path / "p.wav")
+    assert out.dtype == np.float32 and (len(out) - 4320) % 240 == 0
+    assert np.isclose(np.max(np.abs(out)), 0.999, atol=2e-3)
+    assert np.array_equal(out, preprocess(load_audio(tmp_path / "p.wav")[0], 48000))
+    sf.write(tmp_path / "p8.wav", tone(8000, 0.5), 8000)
+    with pytest.raises(UserError, match="p8.wav: sample rate 8000 Hz"):
+        load_prompt(tmp_path / "p8.wav")
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(UserError, match="quiet.wav: the audio is silent"):
+        load_prompt(tmp_path / "quiet.wav")
 
 
 def test_fbank_shapes_and_a_tone_in_its_bin():
