@@ -18,9 +18,13 @@ tiled (no extra files stored).
 
 Run (from the repository root; upstream checkout and deps outside the repository):
 
-    git --git-dir=$(fetch github:stepfun-ai/Step-Audio) archive HEAD tokenizer.py utils.py speakers \\
+    git --git-dir=<fetched Step-Audio>.git archive a52b94d8 tokenizer.py utils.py speakers \\
         | tar -x -C /root/upstream_b/Step-Audio
-    .venv/bin/pip install --target /root/upstream_b/site openai-whisper==20231117
+    echo 'setuptools<70' > /root/upstream_b/c.txt   # its setup.py needs pkg_resources
+    .venv/bin/pip install --target /root/upstream_b/site --no-deps --build-constraint \\
+        /root/upstream_b/c.txt openai-whisper==20231117
+    .venv/bin/pip install --target /root/upstream_b/site tiktoken more-itertools numba
+    rm -rf /root/upstream_b/site/numpy*   # keep the venv's numpy
     PYTHONPATH=/root/upstream_b/site .venv/bin/python tests/engine/stepaudio/goldens/make_vq06.py \\
         --upstream /root/upstream_b/Step-Audio
 """
