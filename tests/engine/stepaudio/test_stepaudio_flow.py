@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from engine.errors import MissingModel
-from engine.stepaudio.flow import FlowDecoder, initial_noise
+from engine.stepaudio.flow import FlowDecoder, FlowModel, initial_noise
+from engine.stepaudio.yaml_config import parse_hyperpyyaml, read_hyperpyyaml
 from manifests.errors import UserError
-from tests.engine.stepaudio.tiny_flow import flow_yaml, tiny_flow_state, write_tiny_flow
+from tests.engine.stepaudio.tiny_flow import (RELEASED, TINY_HIFT_SECTION, flow_shapes, flow_yaml, tiny_flow_state,
+                                              write_tiny_flow)
 
 GOLDENS = Path(__file__).resolve().parent / "goldens" / "flow"
 TOL = 1e-5
@@ -111,6 +113,19 @@ def test_music_dir_loads_with_the_same_class(flow, tmp_path):
     music = FlowDecoder.from_dir(write_tiny_flow(tmp_path / "CosyVoice-300M-25Hz-Music", seed=1))
     a, b = flow.inference(*inputs(), seed=0), music.inference(*inputs(), seed=0)
     assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_writer_layout_and_hift_section(tmp_path):
+    cfg = read_hyperpyyaml(write_tiny_flow(tmp_path / "a") / "cosyvoice.yaml")
+    assert cfg["hift"] == TINY_HIFT_SECTION and cfg["flow"]["decoder"]["cfm_params"]["content"]["sigma_min"] == 1e-06
+    other = {**TINY_HIFT_SECTION, "base_channels": 8, "f0_predictor": {**TINY_HIFT_SECTION["f0_predictor"], "cond_channels": 8}}
+    assert read_hyperpyyaml(write_tiny_flow(tmp_path / "b", hift=other) / "cosyvoice.yaml")["hift"] == other
+    # at the released sizes the listed keys are exactly the model's, 105.4 M parameters (flow.pt ~422 MB)
+    with torch.device("meta"):
+        model = FlowModel(parse_hyperpyyaml(flow_yaml(RELEASED))["flow"], "released")
+    state = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == flow_shapes(RELEASED)
+    assert sum(v.numel() for v in state.values()) == 105_399_040
 
 
 def write_state(root: Path, state: dict) -> Path:

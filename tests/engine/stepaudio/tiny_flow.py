@@ -22,6 +22,10 @@ VOCAB = 5120
 INPUT_FRAME_RATE = 41.67
 TINY = dict(input_size=16, encoder_size=32, encoder_heads=2, encoder_units=64, encoder_blocks=2,
             channels=[32, 32], head_dim=8, heads=2, n_blocks=1, mid_blocks=2, mel=80, spk=192)
+# The released CosyVoice-300M-25Hz sizes (STEP_AUDIO_STACK.md): 105,399,040 parameters, 421.6 MB in
+# fp32, as flow.pt's ~422 MB. For benchmarks: write_tiny_flow(dir, sizes=RELEASED) (random weights).
+RELEASED = dict(input_size=512, encoder_size=512, encoder_heads=8, encoder_units=2048, encoder_blocks=6,
+                channels=[256, 256], head_dim=64, heads=8, n_blocks=4, mid_blocks=12, mel=80, spk=192)
 # The hift: section as yaml_config returns it (same tiny widths as tiny_hift.py's).
 TINY_HIFT_SECTION = {
     "_class": "cosyvoice.hifigan.generator.HiFTGenerator", "in_channels": 80, "base_channels": 16,
@@ -226,11 +230,12 @@ def tiny_flow_state(c: dict = TINY, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_tiny_flow(cosyvoice_dir: str | Path, seed: int = 0, hift: dict | None = None) -> Path:
+def write_tiny_flow(cosyvoice_dir: str | Path, seed: int = 0, hift: dict | None = None,
+                    sizes: dict = TINY) -> Path:
     """Write ``cosyvoice.yaml`` (with ``hift`` as its ``hift:`` section, data form, default the
-    tiny one above) and a seeded ``flow.pt`` into ``cosyvoice_dir``; returns the dir."""
+    tiny one above) and a seeded ``flow.pt`` of ``sizes`` into ``cosyvoice_dir``; returns the dir."""
     root = Path(cosyvoice_dir)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "cosyvoice.yaml").write_text(flow_yaml(TINY, hift), encoding="utf-8")
-    torch.save(tiny_flow_state(TINY, seed), root / "flow.pt")
+    (root / "cosyvoice.yaml").write_text(flow_yaml(sizes, hift), encoding="utf-8")
+    torch.save(tiny_flow_state(sizes, seed), root / "flow.pt")
     return root
