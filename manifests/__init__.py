@@ -3,9 +3,11 @@ from manifests.atomic import atomic_path, write_json
 from manifests.errors import UserError
 from manifests.run import RunDir, RunError
 from manifests.schema import MANIFEST_SCHEMA, TASK_SCHEMA, manifest_table
-from manifests.shards import ShardWriter, json_bytes, npy_bytes, npy_load, read_sample, shard_name
+from manifests.shards import (ShardReadError, ShardWriter, json_bytes, npy_bytes, npy_load, read_sample, sample_key,
+                              shard_name)
 
 __all__ = [
-    "MANIFEST_SCHEMA", "RunDir", "RunError", "ShardWriter", "TASK_SCHEMA", "atomic_path",
-    "json_bytes", "manifest_table", "npy_bytes", "npy_load", "read_sample", "shard_name", "UserError", "write_json",
+    "MANIFEST_SCHEMA", "RunDir", "RunError", "ShardReadError", "ShardWriter", "TASK_SCHEMA", "atomic_path",
+    "json_bytes", "manifest_table", "npy_bytes", "npy_load", "read_sample", "sample_key", "shard_name", "UserError",
+    "write_json",
 ]

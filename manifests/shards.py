@@ -68,20 +68,44 @@ class ShardWriter:
         return offsets
 
 
-def read_sample(shard: str | Path, offset: int) -> dict[str, bytes]:
-    """Read the sample whose first member starts at ``offset`` in ``shard``: {extension: bytes}."""
+class ShardReadError(ValueError):
+    """A sample that cannot be read back from its shard: the bytes at its offset are not a tar
+    header, or not the sample that was written there (the shard changed after its commit)."""
+
+
+def read_sample(shard: str | Path, offset: int, key: str | None = None, first: str | None = None) -> dict[str, bytes]:
+    """Read the sample whose first member starts at ``offset`` in ``shard``: {extension: bytes}.
+
+    Args:
+        key: the sample key written at ``offset`` (:func:`sample_key`); when given, a different
+            sample found there is an error rather than a silent wrong answer.
+        first: the extension of the sample's first member (a run's samples start with ``json``);
+            when given, an offset that lands on a later member of the sample is an error.
+    Raises:
+        ShardReadError: ``shard unreadable at offset N: ...`` (a missing file is an OSError).
+    """
     out: dict[str, bytes] = {}
-    key = None
+    found = None
     with open(shard, "rb") as f:
         f.seek(offset)
-        with tarfile.open(fileobj=f, mode="r|") as tar:
-            for info in tar:
-                k, ext = info.name.split(".", 1)
-                if key is None:
-                    key = k
-                if k != key:
-                    break
-                out[ext] = tar.extractfile(info).read()
+        try:
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for info in tar:
+                    k, _, ext = info.name.partition(".")
+                    if found is None:
+                        found = k
+                        if first is not None and ext != first:
+                            raise ShardReadError(f"shard unreadable at offset {offset}: found {info.name!r} where a "
+                                                 f"sample's {first!r} member was written")
+                    if k != found:
+                        break
+                    out[ext] = tar.extractfile(info).read()
+        except (tarfile.TarError, EOFError) as exc:
+            raise ShardReadError(f"shard unreadable at offset {offset}: {exc}") from None
+    if found is None:
+        raise ShardReadError(f"shard unreadable at offset {offset}: no sample there")
+    if key is not None and found != key:
+        raise ShardReadError(f"shard unreadable at offset {offset}: found sample {found!r} where {key!r} was written")
     return out
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from filters import FilterChain, reject
 from filters.config import FilterConfig
 from filters.summary import format_yield, yield_summary
-from manifests import RunDir, read_sample
+from manifests import RunDir, read_sample, sample_key
 from manifests.errors import UserError
 from manifests.record import TASK_FIELDS
 from manifests.schema import FILTER_COLUMNS
@@ -46,8 +46,9 @@ class LoadSample(Stage):
 
     def _load(self, row: dict) -> dict:
         try:
-            members = read_sample(self.run_path / row["shard"], int(row["offset"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            members = read_sample(self.run_path / row["shard"], int(row["offset"]),
+                                  key=sample_key(row["id"], int(row["attempt"])), first="json")
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # ShardReadError is a ValueError
             return {**row, "accepted": False, "quality_flags": [],
                     "reject_reason": f"cannot read sample from {row.get('shard')}: {exc}"}
         return {**row, "audio": members.get("flac"), "tokens": members.get("tokens.npy"),

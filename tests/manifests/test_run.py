@@ -1,6 +1,6 @@
 import webdataset as wds
 
-from manifests import RunDir, RunError, read_sample
+from manifests import RunDir, RunError, ShardReadError, read_sample
 from manifests.atomic import atomic_path
 import pytest
 
@@ -55,3 +55,16 @@ def test_second_writer_is_refused(tmp_path):
 def test_info_errors_are_one_line(tmp_path):
     with pytest.raises(RunError, match="not a stepforge run"):
         RunDir(tmp_path).info()
+
+
+def test_read_sample_refuses_an_offset_that_no_longer_holds_its_sample(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.commit_shard(0, _samples(["a1", "b2", "c3"]), rows := _rows(["a1", "b2", "c3"]))
+    shard = run.path / rows[1]["shard"]
+    assert read_sample(shard, rows[1]["offset"], key="b2", first="json")["flac"] == bytes([2]) * 100
+    with pytest.raises(ShardReadError, match=f"^shard unreadable at offset {rows[2]['offset'] - 1024}: found sample 'b2'"):
+        read_sample(shard, rows[2]["offset"] - 1024, key="c3")  # b2.flac's header: the samples moved
+    with pytest.raises(ShardReadError, match="found 'b2.flac' where a sample's 'json' member"):
+        read_sample(shard, rows[2]["offset"] - 1024, first="json")
+    with pytest.raises(ShardReadError, match=f"^shard unreadable at offset {rows[1]['offset'] + 100}: "):
+        read_sample(shard, rows[1]["offset"] + 100)  # not a header

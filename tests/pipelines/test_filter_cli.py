@@ -12,8 +12,9 @@ from tests.conftest import copy_run, stepforge
 pytestmark = pytest.mark.slow
 
 
-def _corrupt_flac(run: RunDir, key: str) -> None:
-    """Rewrite the shard holding ``key`` with garbage in place of its flac (tar stays valid)."""
+def _corrupt_flac(run: RunDir, key: str, keep_size: bool = True) -> None:
+    """Rewrite the shard holding ``key`` with garbage in place of its flac: of the same size (the
+    tar stays valid, offsets hold), or much shorter (every member after it moves)."""
     row = next(r for r in run.read_manifest().to_pylist() if r["id"] == key)
     path = run.path / row["shard"]
     members = []
@@ -21,7 +22,7 @@ def _corrupt_flac(run: RunDir, key: str) -> None:
         for info in tar:
             data = tar.extractfile(info).read()
             if info.name == f"{key}.flac":
-                data = (b"not a flac stream " * len(data))[: len(data)]  # same size: offsets hold
+                data = (b"not a flac stream " * len(data))[: len(data) if keep_size else 700]
             members.append((info.name, data))
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
@@ -34,14 +35,24 @@ def _corrupt_flac(run: RunDir, key: str) -> None:
 def filtered(synthesized_run, tmp_path_factory):
     out = copy_run(synthesized_run[0], tmp_path_factory.mktemp("filter") / "run")
     run = RunDir(out)
-    victim = next(r["id"] for r in run.read_manifest().to_pylist() if r["lang"] == "en")
+    rows = run.read_manifest().to_pylist()
+    victim = next(r["id"] for r in rows if r["lang"] == "en")
     _corrupt_flac(run, victim)
+    # in another shard, a sample whose flac shrank after the commit: the samples after it moved
+    shard = next(r["shard"] for r in reversed(rows) if r["shard"] != rows[0]["shard"])
+    mover = min((r for r in rows if r["shard"] == shard), key=lambda r: r["offset"])["id"]
+    assert next(r for r in rows if r["id"] == victim)["shard"] != shard
+    _corrupt_flac(run, mover, keep_size=False)
     proc = stepforge("filter", out, "--no-progress", check=True)
-    return run, victim, proc
+    return run, victim, proc, mover
+
+
+def _unreadable(row: dict) -> bool:
+    return "shard unreadable at offset" in (row["reject_reason"] or "")
 
 
 def test_every_row_gets_a_verdict_and_the_corrupt_one_its_reason(filtered):
-    run, victim, proc = filtered
+    run, victim, proc, mover = filtered
     rows = {r["id"]: r for r in run.read_manifest().to_pylist()}
     assert all(r["accepted"] is not None for r in rows.values())
     assert rows[victim]["accepted"] is False
@@ -49,7 +60,8 @@ def test_every_row_gets_a_verdict_and_the_corrupt_one_its_reason(filtered):
     for r in rows.values():
         assert r["accepted"] or r["reject_reason"], r
         assert r["filter_hash"]
-    english = [r for k, r in rows.items() if r["lang"] == "en" and k != victim]
+    english = [r for k, r in rows.items() if r["lang"] == "en" and k not in (victim, mover)
+               and not _unreadable(r)]
     assert english and all(r["cer"] is not None and r["asr_text"] for r in english)
     assert sum(r["accepted"] for r in english) >= len(english) // 2, [(r["text"], r["asr_text"]) for r in english]
     scored_ss = [r for r in rows.values() if r["ss"] is not None]
@@ -57,9 +69,25 @@ def test_every_row_gets_a_verdict_and_the_corrupt_one_its_reason(filtered):
     assert "yield" in proc.stdout and "all" in proc.stdout
 
 
+def test_a_shard_changed_after_commit_rejects_the_rows_it_lost_with_their_offset(filtered):
+    run, _, proc, mover = filtered
+    rows = run.read_manifest().to_pylist()
+    by_id = {r["id"]: r for r in rows}
+    shard = by_id[mover]["shard"]
+    after = [r for r in rows if r["shard"] == shard and r["offset"] > by_id[mover]["offset"]]
+    assert after and all(_unreadable(r) and not r["accepted"] for r in after), [r["reject_reason"] for r in after]
+    for r in after:
+        assert f"shard unreadable at offset {r['offset']}" in r["reject_reason"]
+    assert "corrupt audio" in by_id[mover]["reject_reason"]  # its own header did not move
+    others = [r for r in rows if r["shard"] != shard]
+    assert others and not any(_unreadable(r) for r in others)
+    assert any(r["accepted"] for r in others)
+
+
 def test_chinese_rows_are_scored_by_the_packaged_whisper_base(filtered):
-    run, _, proc = filtered
-    chinese = [r for r in run.read_manifest().to_pylist() if r["lang"] == "zh"]
+    run, _, proc, mover = filtered
+    chinese = [r for r in run.read_manifest().to_pylist()
+               if r["lang"] == "zh" and r["id"] != mover and not _unreadable(r)]
     assert chinese
     for r in chinese:
         assert r["cer"] is not None and r["asr_model"] == "faster-whisper:base", r
@@ -70,7 +98,7 @@ def test_chinese_rows_are_scored_by_the_packaged_whisper_base(filtered):
 
 
 def test_rerun_scores_nothing_and_changed_threshold_rescores(filtered):
-    run, victim, _ = filtered
+    run, victim, _, _ = filtered
     parts = sorted(p.name for p in run.filter_journal.glob("*.parquet"))
     proc = stepforge("filter", run.path, "--no-progress", check=True)
     assert "filter: scored" not in proc.stdout
@@ -85,7 +113,7 @@ def test_rerun_scores_nothing_and_changed_threshold_rescores(filtered):
 
 
 def test_bad_filter_config_is_one_line(filtered, tmp_path):
-    run, _, _ = filtered
+    run, _, _, _ = filtered
     bad = tmp_path / "f.yaml"
     bad.write_text("max_cer: 0.2\nmin_sss: 0.5\n")
     proc = stepforge("filter", run.path, "--config", bad)
