@@ -12,15 +12,22 @@ compliance.kaldi.fbank) and librosa (effects.trim). Nothing of it is in this rep
     touch /root/upstream_a/shims/{funasr,whisper,sox}/__init__.py
     .venv/bin/pip install --target /root/upstream_a/site --no-deps torchaudio==2.11.0 six==1.16.0 \\
         omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
+    mkdir -p /root/upstream_a/disabled_so
+    mv /root/upstream_a/site/torchaudio/lib/*.so /root/upstream_a/disabled_so/
     PYTHONPATH=/root/upstream_a/src:/root/upstream_a/shims:/root/upstream_a/site:. \\
         .venv/bin/python tests/engine/stepaudio/goldens/make_vq02.py
 
-Shims, all outside upstream's logic: ``funasr`` and ``whisper`` are empty modules (funasr_detach's
-register.py imports the PyPI funasr only for its side effects; tokenizer.py imports whisper for
-vq06, not used here); ``.cuda()`` is a no-op and the model runs with device "cpu" (upstream
-hard-codes CUDA); torchaudio.save/load of the in-memory wav go through soundfile as 32-bit float
-(what torchaudio 2.3 wrote for a float tensor: a lossless round trip); the frontend's dither is set
-to 0 on the built model (upstream's 1.0 adds random noise; parity needs none).
+(torchaudio 2.11 is the newest release; its compiled extension does not load with torch 2.13, so
+its .so files are moved away: compliance.kaldi and transforms.Resample are pure PyTorch.)
+
+Shims, all outside upstream's logic: ``funasr``, ``whisper`` and ``sox`` are empty modules
+(funasr_detach's register.py imports the PyPI funasr only for its side effects; tokenizer.py
+imports whisper for vq06 and utils.py sox for volume/speed changes, neither used here);
+``.cuda()`` is a no-op and the model runs with device "cpu" (upstream hard-codes CUDA);
+torchaudio.save/load of the in-memory wav go through soundfile as 32-bit float (what torchaudio
+2.3 wrote for a float tensor: a lossless round trip); the frontend's dither is set to 0 on the
+built model (upstream's 1.0 adds random noise; parity needs none). librosa is the venv's 0.11
+(upstream pins 0.10.2.post1; effects.trim is the same code in both).
 """
 from __future__ import annotations
 
