@@ -27,7 +27,7 @@ imports whisper for vq06 and utils.py sox for volume/speed changes, neither used
 torchaudio.save/load of the in-memory wav go through soundfile as 32-bit float (what torchaudio
 2.3 wrote for a float tensor: a lossless round trip); the frontend's dither is set to 0 on the
 built model (upstream's 1.0 adds random noise; parity needs none). librosa is the venv's 0.11
-(upstream pins 0.10.2.post1; effects.trim is the same code in both).
+(upstream pins 0.10.2.post1).
 """
 from __future__ import annotations
 
