@@ -119,3 +119,11 @@ def test_unknown_yaml_key_is_refused(tmp_path):
     write_hift_yaml(tmp_path, section)
     with pytest.raises(UserError, match="hift has an unknown key 'upsample_ratez'"):
         HiFT.from_dir(tmp_path)
+
+
+def test_reads_the_hift_section_of_the_full_released_yaml(tmp_path, hift):
+    from tiny_flow import flow_yaml
+
+    section = write_tiny_hift(tmp_path)
+    (tmp_path / "cosyvoice.yaml").write_text(flow_yaml(hift=section), encoding="utf-8")
+    assert HiFT.from_dir(tmp_path).cfg == hift.cfg
