@@ -127,3 +127,18 @@ def test_reads_the_hift_section_of_the_full_released_yaml(tmp_path, hift):
     section = write_tiny_hift(tmp_path)
     (tmp_path / "cosyvoice.yaml").write_text(flow_yaml(hift=section), encoding="utf-8")
     assert HiFT.from_dir(tmp_path).cfg == hift.cfg
+
+
+def test_released_sizes_list_exactly_upstreams_keys():
+    import json
+
+    from engine.stepaudio.hift_weights import hift_shapes, weight_normed
+
+    ours = {}
+    for name, shape in hift_shapes(HiFTConfig()).items():
+        if weight_normed(name):
+            ours[name + "_g"] = [shape[0]] + [1] * (len(shape) - 1)
+            ours[name + "_v"] = list(shape)
+        else:
+            ours[name] = list(shape)
+    assert ours == json.loads((GOLD / "released_keys.json").read_text())

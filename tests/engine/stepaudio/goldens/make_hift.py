@@ -14,11 +14,15 @@ does, loads ``hift.pt`` strictly, and saves: the fixed input mel, the F0 predict
 source after ``torch.manual_seed(SEED)`` (the shared random state: our generator seeded alike must
 draw the same phases and noise), the full ``inference`` output after the same seeding, and the
 output for a given fixed source (upstream's ``_stft`` -> ``_inference_impl`` -> ``_istft``).
+Also ``released_keys.json``: every state-dict key and shape of upstream's generator at the released
+sizes (its constructor defaults, the values of the CosyVoice-300M recipe's ``hift:``), which is the
+list ``hift.pt`` (~82 MB) holds.
 Upstream puts its STFT window on CUDA (``.cuda()`` in the constructor); on a CPU machine that call
 is made the identity here, nothing else is changed.
 """
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +79,11 @@ def main() -> None:
                   fixed_source=src, wav_fixed_source=wav_fixed[0].numpy(), seed=np.array(SEED))
     for name, a in arrays.items():
         np.save(out / f"{name}.npy", a)
+    from cosyvoice.hifigan.f0_predictor import ConvRNNF0Predictor
+    from cosyvoice.hifigan.generator import HiFTGenerator
+
+    released = HiFTGenerator(f0_predictor=ConvRNNF0Predictor()).state_dict()
+    (out / "released_keys.json").write_text(json.dumps({k: list(v.shape) for k, v in released.items()}, indent=0))
     voiced = float((arrays["f0"] > 10).mean())
     print(f"wrote {len(arrays)} arrays to {out}; voiced frames {voiced:.2f}; |wav| max {np.abs(arrays['wav_seeded']).max():.3f}")
 
