@@ -106,3 +106,20 @@ def test_unknown_feat_extractor_key_is_refused(tmp_path):
     write_tiny_campplus(tmp_path / "campplus.onnx")
     with pytest.raises(UserError, match="feat_extractor has an unknown key 'n_mel'"):
         PromptConditioner.from_dir(tmp_path)
+
+
+def test_campplus_with_another_input_contract_is_refused(decoder_dir, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["feats"], ["output"], axes=[1], keepdims=0)], "wrong",
+                              [helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["batch", "frames", 40])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 40])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "campplus.onnx"))
+    (tmp_path / "cosyvoice.yaml").write_text((decoder_dir / "cosyvoice.yaml").read_text())
+    with pytest.raises(UserError) as e:
+        PromptConditioner.from_dir(tmp_path)
+    assert "\n" not in str(e.value)
+    assert "campplus.onnx: input 'feats' is tensor(float) ['batch', 'frames', 40], expected float [batch, frames, 80]" in str(e.value)
