@@ -14,6 +14,11 @@ the prompt's mel and CAM++ embedding from the common decoder dir, its tokens fro
 ``default_voice`` (a prompt wav; by default the project's built-in speaker ``lin``). Decoding
 is seeded (flow noise and HiFT source), so the same ids give the same audio.
 
+Spec options (``from_spec``), e.g. ``stepaudio:/models/step-audio?voice=me.wav&steps=10``:
+``voice`` (the default voice prompt wav), ``steps`` (Euler steps, 10), ``seed`` (0), ``dither``
+(vq02 fbank dither, 0), ``device`` (cuda when there is one, else cpu), ``dtype`` of the flow
+(bfloat16 on cuda as upstream, float32 on cpu; HiFT always runs in float32).
+
 The version (``stepaudio-1+<digest>``, :mod:`engine.stepaudio.layout`) identifies the
 tokenizer's and both decoders' files; the voice is per record, not part of the codec identity.
 """
@@ -22,10 +27,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import numpy as np
 import torch
 
+from engine.device import has_cuda
 from engine.speakers import builtin_prompt
 from engine.stepaudio.audio import load_audio
 from engine.stepaudio.flow import FlowDecoder
@@ -35,10 +42,15 @@ from engine.stepaudio.merge import decoder_tokens
 from engine.stepaudio.prompt import PromptConditioner
 from engine.stepaudio.tokenizer import StepAudioTokenizer
 from engine.tokens import check_audio_ids
+from manifests.errors import UserError
 from manifests.stage import Stage
 
 DEFAULT_SPEAKER = "lin"
 MUSIC_STYLES = ("rap", "humming")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# spec option -> (constructor argument, type)
+OPTIONS = {"voice": ("default_voice", str), "steps": ("n_steps", int), "seed": ("seed", int),
+           "dither": ("dither", float), "device": ("device", str), "dtype": ("dtype", DTYPES.__getitem__)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,10 @@ class StepAudioCodec(Stage):
     def __init__(self, checkpoint: StepAudioCheckpoint, default_voice: str | os.PathLike | None = None,
                  device: str = "cpu", dtype: torch.dtype = torch.float32, n_steps: int = 10,
                  seed: int = 0, dither: float = 0.0):
+        if n_steps < 1 or dither < 0:
+            raise UserError(f"stepaudio codec: steps must be >= 1 and dither >= 0 (got {n_steps}, {dither})")
+        if default_voice is not None and not Path(default_voice).is_file():
+            raise UserError(f"{default_voice}: no such voice prompt file")
         self.checkpoint = checkpoint.check()
         self.version = checkpoint.version()
         self.default_voice = Path(default_voice or builtin_prompt(DEFAULT_SPEAKER)[0])
@@ -81,8 +97,27 @@ class StepAudioCodec(Stage):
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> "StepAudioCodec":
-        """``stepaudio:MODEL_PATH`` or ``stepaudio:TOKENIZER_DIR,TTS_DIR`` (see layout)."""
-        return cls(resolve(spec), **kwargs)
+        """``stepaudio:MODEL_PATH`` or ``stepaudio:TOKENIZER_DIR,TTS_DIR`` (see layout), with
+        ``?key=value&...`` options (module docstring); ``kwargs`` override both.
+
+        Raises:
+            UserError: a bad spec, option or value, or a missing checkpoint file (one line).
+        """
+        location, options = split_options(spec)
+        gpu = has_cuda()
+        args = {"device": "cuda" if gpu else "cpu", "dtype": torch.bfloat16 if gpu else torch.float32}
+        for key, value in options.items():
+            if key not in OPTIONS:
+                raise UserError(f"unknown stepaudio codec option {key!r} in {spec!r}; known: {', '.join(OPTIONS)}")
+            name, kind = OPTIONS[key]
+            try:
+                args[name] = kind(value)
+            except (ValueError, KeyError):
+                raise UserError(f"stepaudio codec option {key}={value!r} in {spec!r} is not a valid "
+                                f"{'dtype (' + ', '.join(DTYPES) + ')' if key == 'dtype' else kind.__name__}") from None
+        if args["device"] == "cpu" and "dtype" not in options:
+            args["dtype"] = torch.float32
+        return cls(resolve(location), **{**args, **kwargs})
 
     # -- lazy parts ------------------------------------------------------------------------------
     @property
@@ -166,3 +201,14 @@ class StepAudioCodec(Stage):
         out["audio"] = self.detokenize(ids, voice, music=record.get("style") in MUSIC_STYLES)
         out.update(tokens=ids, n_tokens=int(ids.size))
         return out
+
+
+def split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """``"stepaudio:DIR?steps=4"`` -> ``("stepaudio:DIR", {"steps": "4"})``."""
+    location, sep, query = spec.partition("?")
+    if not sep:
+        return spec, {}
+    try:
+        return location, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+    except ValueError:
+        raise UserError(f"bad options {query!r} in codec spec {spec!r}: expected key=value&key=value") from None

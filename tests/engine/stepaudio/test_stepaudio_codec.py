@@ -74,9 +74,10 @@ def test_round_trip_length_and_reproducibility(codec, recording):
     frames = int(ids.size / 41.67 * 22050 / 256)
     assert out.dtype == np.float32 and out.shape == (frames * 256,)
     assert np.isfinite(out).all() and np.abs(out).max() <= 0.99 + 1e-6
-    np.testing.assert_array_equal(codec.detokenize(ids), out)  # seeded: the same audio again
-    music = codec.detokenize(ids, music=True)
-    assert music.shape == out.shape and not np.array_equal(music, out)
+    short = codec.detokenize(ids[:30])
+    np.testing.assert_array_equal(codec.detokenize(ids[:30]), short)  # seeded: the same audio again
+    music = codec.detokenize(ids[:30], music=True)
+    assert music.shape == short.shape and not np.array_equal(music, short)
 
 
 def test_voice_changes_the_decode(codec, recording):
@@ -103,6 +104,24 @@ def test_process_records(codec, recording):
     assert c["audio"] is None and c["error"].startswith("invalid teacher tokens")
     assert d["audio"] is None and d["error"] == "teacher failed"
     assert e["audio"] is None and e["error"].startswith("voice prompt:") and "/no/such/prompt.wav" in e["error"]
+
+
+def test_spec_options(model_path, codec):
+    import torch
+
+    c = StepAudioCodec.from_spec(f"stepaudio:{model_path}?steps=3&seed=7&dither=0.5&device=cpu&"
+                                 f"voice={codec.default_voice}&dtype=bfloat16")
+    assert (c.n_steps, c.seed, c.dither, c.device, c.dtype) == (3, 7, 0.5, "cpu", torch.bfloat16)
+    assert c.default_voice == codec.default_voice and c.version == codec.version
+    assert StepAudioCodec.from_spec(f"stepaudio:{model_path}?device=cpu").dtype == torch.float32
+    for query, message in (("?step=3", "unknown stepaudio codec option 'step'"),
+                           ("?steps=x", "steps='x'.*not a valid int"),
+                           ("?dtype=fp8", "not a valid dtype"),
+                           ("?steps=0", "steps must be >= 1"),
+                           ("?voice=/no/voice.wav", "/no/voice.wav: no such voice prompt file"),
+                           ("?steps", "bad options")):
+        with pytest.raises(UserError, match=message):
+            StepAudioCodec.from_spec(f"stepaudio:{model_path}{query}")
 
 
 def test_bad_input(codec, model_path, tmp_path):
