@@ -95,6 +95,11 @@ class StepAudioCodec(Stage):
         self._decoders: dict[bool, tuple[FlowDecoder, HiFT]] = {}
         self._voices: dict[tuple, Voice] = {}
 
+    def __getstate__(self) -> dict:
+        # Ray ships stages to workers by pickle: loaded models (onnxruntime sessions cannot be
+        # pickled) stay behind and load again on first use there.
+        return {**self.__dict__, "_tokenizer": None, "_conditioner": None, "_decoders": {}, "_voices": {}}
+
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> "StepAudioCodec":
         """``stepaudio:MODEL_PATH`` or ``stepaudio:TOKENIZER_DIR,TTS_DIR`` (see layout), with

@@ -80,6 +80,17 @@ def test_round_trip_length_and_reproducibility(codec, recording):
     assert music.shape == short.shape and not np.array_equal(music, short)
 
 
+def test_pickles_after_use(codec, recording):
+    import pickle
+
+    wav, sr = recording
+    ids = codec.tokenize(wav, sr)[:20]
+    out = codec.detokenize(ids)
+    copy = pickle.loads(pickle.dumps(codec))  # as Ray ships a stage to a worker
+    assert copy.version == codec.version
+    np.testing.assert_array_equal(copy.detokenize(ids), out)
+
+
 def test_voice_changes_the_decode(codec, recording):
     wav, sr = recording
     ids = codec.tokenize(wav, sr)[:30]
