@@ -4,6 +4,7 @@
     stepforge eval STUDENT --prompts PROMPTS.jsonl --out EVAL
     stepforge serve STUDENT [--host 127.0.0.1] [--port 8000]
     stepforge codec train|encode|decode ...
+    stepforge verify RUN [--repair]
 
 Each subcommand lives in ``pipelines/commands/<name>.py`` with ``register(subparsers)``, which adds
 its parser and sets ``func``. Bad input (a file, flag, config value or run directory that cannot be
@@ -20,7 +21,7 @@ import sys
 
 from manifests.errors import UserError
 
-COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec")
+COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec", "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:

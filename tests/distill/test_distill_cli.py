@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,3 +210,21 @@ def test_the_same_recipe_runs_under_ray_train(filtered_run, tmp_path):
     assert info["exported"] == {"step": 2, "eval_loss": None, "rule": "last step"}
     assert not list((out / "checkpoints").glob("best-*"))
     assert f"student: {out}" in proc.stdout
+
+
+def test_verify_checks_a_student_against_its_corpus(trained, filtered_run, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out, _ = trained
+    assert main(["verify", str(filtered_run), "--student", str(out), "--no-decode"]) == 0
+    assert "1 students" in capsys.readouterr().out
+    other = tmp_path / "student"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("checkpoints"))
+    train = json.loads((other / "train.json").read_text())
+    (other / "train.json").write_text(json.dumps({**train, "train_rows": train["train_rows"] + 1,
+                                                  "codec": "melvq-0+other"}))
+    (other / "model.safetensors").unlink()
+    assert main(["verify", str(filtered_run), "--student", str(other), "--no-decode"]) == 1
+    report = capsys.readouterr().out
+    assert "exported weights are not" in report and "trained on codec 'melvq-0+other'" in report
+    assert f"train.json counts {train['train_rows'] + train['heldout_rows'] + 1} rows" in report
