@@ -139,9 +139,11 @@ class StepTextTokenizer:
 
     The text is first split at added tokens (the model's control and user-defined pieces such
     as "<s>" or "<|BOT|>", and ``added_tokens_decoder`` of the config), which become their ids;
-    each other segment is prefixed with "▁" and its spaces become "▁" (transformers' legacy
-    Llama normalizer; the model's own SentencePiece normalization is not applied), then split
-    by the model's pieces with byte fallback. ``tokenizer_config.json`` decides BOS/EOS around
+    in each other segment spaces become "▁" and a "▁" is prefixed (transformers' Llama
+    normalizer; the model's own SentencePiece normalization is not applied): to every segment
+    when the config's ``legacy`` is true or absent (the default), else only to the segment at
+    the start of the text and only when it does not start with one (the Metaspace
+    pre-tokenizer). Then the model's pieces split it, with byte fallback. ``tokenizer_config.json`` decides BOS/EOS around
     each encode (``add_bos_token`` default True, ``add_eos_token`` default False).
 
     Args:
@@ -170,7 +172,8 @@ class StepTextTokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
         self.add_bos = bool(config.get("add_bos_token", True))
         self.add_eos = bool(config.get("add_eos_token", False))
-        self.prefix_space = bool(config.get("add_prefix_space", True))
+        self.prefix_space = config.get("add_prefix_space") is not False
+        self.legacy = config.get("legacy") is not False
         self.bos = self._special(config.get("bos_token"), self.sp.bos_id())
         self.eos = self._special(config.get("eos_token"), self.sp.eos_id())
         self.added = {p.piece: i for i, p in enumerate(proto.pieces)
@@ -223,13 +226,13 @@ class StepTextTokenizer:
             if i % 2:
                 ids.append(self.added[part])
             elif part:
-                ids += self.segment(part)
+                ids += self.segment(part, first=i == 0)
         return ids
 
-    def segment(self, text: str) -> list[int]:
-        """The ids of text without added tokens."""
+    def segment(self, text: str, first: bool = True) -> list[int]:
+        """The ids of text without added tokens; ``first``: it starts the encoded text."""
         norm = text.replace(" ", "▁")
-        if self.prefix_space:
+        if self.prefix_space and (self.legacy or (first and not norm.startswith("▁"))):
             norm = "▁" + norm
         return list(self.sp.encode(norm, out_type=int))
 

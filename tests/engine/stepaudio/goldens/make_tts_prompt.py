@@ -12,8 +12,8 @@ transformers 4.48.3 (upstream's pin) loading the tiny ``tokenizer.model`` that
         tests/engine/stepaudio/goldens/make_tts_prompt.py /root/upstream_e/Step-Audio
 
 AutoTokenizer gives LlamaTokenizerFast converted from the SentencePiece model (what upstream
-gets too: the released dir has no tokenizer.json). Both tokenizer configs are recorded: the
-default (add_bos_token true) and add_bos_token false.
+gets too: the released dir has no tokenizer.json). Three tokenizer configs are recorded: the
+default (add_bos_token true, legacy unset = true), add_bos_token false, and legacy false.
 
 Upstream's ``StepAudioTTS.__init__`` runs for real with ``AutoTokenizer.from_pretrained(dir,
 trust_remote_code=True)``; only what needs the 3B weights or audio is replaced: the LM's
@@ -65,7 +65,8 @@ CASES = [
     ("(英文)The quick brown fox says hello again.", None, " leading space and trailing "),
 ]
 ENCODE_STRINGS = ["\n", "human\n", "assistant\n", "system\nhello", "\n你好", " a  b ", "（RAP）", "<|BOT|>",
-                  "a<|BOT|>b c<|EOT|>", "x <|EOT|> y", "<s>hi</s>", "ab<|BOT|><|EOT|>"]
+                  "a<|BOT|>b c<|EOT|>", "x <|EOT|> y", "<s>hi</s>", "ab<|BOT|><|EOT|>",
+                  "<|BOT|>human\n", "  two", "\n\n", "a\n b"]
 
 
 def stub_modules() -> None:
@@ -217,7 +218,8 @@ def main(upstream: str) -> None:
     result = {"upstream_commit": "a52b94d85d418cd5bc736d696d310c990befbc79", "speakers": SPEAKERS,
               "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, overrides in (("default", {}), ("no_bos", {"add_bos_token": False})):
+        for name, overrides in (("default", {}), ("no_bos", {"add_bos_token": False}),
+                                ("not_legacy", {"legacy": False})):
             tts_dir = write_tiny_tts3b(Path(tmp) / name, seed=0, weights=False, **overrides)
             for mod in ("tts",):
                 sys.modules.pop(mod, None)
