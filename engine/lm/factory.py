@@ -9,7 +9,7 @@ Options per kind (values are parsed to the types shown):
 | kind | option | meaning |
 |---|---|---|
 | vllm | tp (int), dtype, max_model_len (int), kv_cache_gib (float), seed (int), max_num_seqs (int), gpu_memory_utilization (float), logprobs_mode | ``VLLMEngine`` arguments |
-| http | model, concurrency (int), timeout (float, s), retries (int), max_model_len (int), vocab_size (int), allowed_ids (bool) | ``HTTPEngine`` arguments; the bearer token comes from ``$STEPFORGE_API_KEY`` or ``$OPENAI_API_KEY``, never the spec |
+| http | model, concurrency (int), timeout (float, s), retries (int), backoff (float, s), backoff_max (float, s), jitter (float, 0-1), max_model_len (int), vocab_size (int), allowed_ids (bool) | ``HTTPEngine`` arguments; the bearer token comes from ``$STEPFORGE_API_KEY`` or ``$OPENAI_API_KEY``, never the spec |
 | torch | device, dtype, max_batch (int), threads (int) | ``TorchEngine`` arguments |
 """
 from __future__ import annotations
@@ -38,6 +38,8 @@ OPTIONS = {
              "logprobs_mode": ("logprobs_mode", str)},
     "http": {"model": ("model", str), "concurrency": ("concurrency", int),
              "timeout": ("timeout_s", float), "retries": ("retries", int),
+             "backoff": ("backoff_s", float), "backoff_max": ("backoff_max_s", float),
+             "jitter": ("jitter", float),
              "max_model_len": ("max_model_len", int), "vocab_size": ("vocab_size", int),
              "allowed_ids": ("allowed_ids", _bool)},
     "torch": {"device": ("device", str), "dtype": ("dtype", str), "max_batch": ("max_batch", int),

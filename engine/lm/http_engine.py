@@ -21,14 +21,19 @@ that has not learnt the pattern then loses most of each sequence (a random-weigh
         --skip-tokenizer-init --logits-processors engine.lm.vllm_processor:AudioConstraintLogitsProcessor
 
 Up to ``concurrency`` requests are in flight; each has a connect timeout and a read timeout;
-connection errors, timeouts, 429 and 5xx are retried with exponential backoff; other 4xx are not.
-Failed requests raise :class:`RequestError` (one line per request) after all others finished;
-once the server is unreachable the requests not yet sent fail at once instead of each waiting.
+connection errors, timeouts, truncated bodies, non-JSON bodies, 429 and 5xx are retried with
+jittered exponential backoff (``backoff_s`` doubling up to ``backoff_max_s``, each sleep shortened
+by a random fraction up to ``jitter``); other 4xx are not. Failed requests raise
+:class:`RequestError` (one line and one error kind per request: ``http 500``, ``timeout``,
+``truncated stream``, ``malformed response``, ``connection error``, ``unreachable``, ...) after all
+others finished; once the server is unreachable the requests not yet sent fail at once instead of
+each waiting.
 """
 from __future__ import annotations
 
 import http.client
 import json
+import random
 import socket
 import threading
 import time
@@ -50,11 +55,22 @@ SERVER_FLAG = "--logits-processors engine.lm.vllm_processor:AudioConstraintLogit
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-class _Unreachable(Exception):
+class _Error(Exception):
+    """A failed attempt; ``kind`` names the failure for per-kind counts (``http 500``, ``timeout``)."""
+
+    def __init__(self, message: str, kind: str = "request failed"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Unreachable(_Error):
     """The server could not be reached (connection refused, DNS, connect timeout)."""
 
+    def __init__(self, message: str, kind: str = "unreachable"):
+        super().__init__(message, kind)
 
-class _Failed(Exception):
+
+class _Failed(_Error):
     """A request failed for good (a 4xx, a malformed response, retries exhausted)."""
 
 
@@ -66,7 +82,10 @@ class HTTPEngine(LMEngine):
         model: the served model name; None lets the server pick its default.
         concurrency: requests in flight at once.
         timeout_s: read timeout per request attempt (a whole completion must arrive in it).
-        retries: further attempts after a retryable failure; backoff_s doubles each time.
+        retries: further attempts after a retryable failure.
+        backoff_s: the sleep before the first retry; it doubles each time, up to backoff_max_s.
+        jitter: each sleep is shortened by a random fraction in ``[0, jitter]`` (0: none), so
+            the retries of many rows that failed together spread out.
         vocab_size: the model's vocabulary size for checking prompts (default: not checked
             beyond non-negative ids; the server checks).
         max_model_len: the context, for budgeting ``max_tokens`` (default: asked of
@@ -79,7 +98,7 @@ class HTTPEngine(LMEngine):
 
     def __init__(self, url: str, model: str | None = None, concurrency: int = 8,
                  timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5,
-                 vocab_size: int | None = None, max_model_len: int | None = None,
+                 backoff_max_s: float = 30.0, jitter: float = 0.5, vocab_size: int | None = None, max_model_len: int | None = None,
                  api_key: str | None = None, allowed_ids: bool = True):
         self._parts = parse_url(url)
         parts = self._parts
@@ -89,7 +108,10 @@ class HTTPEngine(LMEngine):
             raise UserError(f"concurrency must be >= 1, retries >= 0 and timeout_s > 0, got {concurrency}, "
                             f"{retries} and {timeout_s}")
         self.concurrency, self.timeout_s, self.retries = concurrency, timeout_s, retries
-        self.backoff_s = backoff_s
+        if backoff_s < 0 or backoff_max_s < 0 or not 0 <= jitter <= 1:
+            raise UserError(f"backoff and backoff_max must be >= 0 and jitter in [0, 1], got "
+                            f"{backoff_s}, {backoff_max_s} and {jitter}")
+        self.backoff_s, self.backoff_max_s, self.jitter = backoff_s, backoff_max_s, jitter
         self._vocab = vocab_size
         self._max_model_len = max_model_len
         self.api_key = api_key
@@ -123,17 +145,18 @@ class HTTPEngine(LMEngine):
             self.max_model_len  # budgets max_tokens against the served context
         out: list[Generation | None] = [None] * len(prompts)
         errors: dict[int, str] = {}
+        kinds: dict[int, str] = {}
 
         def one(i: int) -> None:
             try:
                 out[i] = self._complete(prompts[i], plist[i])
             except (_Unreachable, _Failed) as e:
-                errors[i] = str(e)
+                errors[i], kinds[i] = str(e), e.kind
 
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)) or 1) as pool:
             list(pool.map(one, range(len(prompts))))
         if errors:
-            raise RequestError(errors, out)
+            raise RequestError(errors, out, kinds)
         return out
 
     def body(self, prompt: list[int], p: SamplingParams) -> dict:
@@ -146,7 +169,7 @@ class HTTPEngine(LMEngine):
             budget -= budget % GROUP
         if budget < 1:
             raise _Failed(f"a prompt of {len(prompt)} ids leaves no room to generate in the "
-                          f"server's {ctx}-position context")
+                          f"server's {ctx}-position context", "prompt too long")
         body = {"prompt": prompt, "max_tokens": budget, "temperature": p.temperature,
                 "top_p": p.top_p, "stop_token_ids": list(p.stop_token_ids), "ignore_eos": True,
                 "return_token_ids": True, "return_tokens_as_token_ids": True,
@@ -168,13 +191,14 @@ class HTTPEngine(LMEngine):
     def _complete(self, prompt: list[int], p: SamplingParams) -> Generation:
         if p.logprobs and p.logprobs_mode != "raw":
             raise _Failed("HTTPEngine returns the server's logprobs (vLLM: raw by default); "
-                          "logprobs_mode 'processed' is not available over HTTP")
+                          "logprobs_mode 'processed' is not available over HTTP", "bad request")
         body = self.body(prompt, p)
         res = self._with_retries("POST", "/v1/completions", body)
         try:
             gen = enforce_constraint(parse_choice(res["choices"][0], p), p)
         except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise _Failed(f"malformed response from {self.url}: {type(e).__name__}: {e}") from None
+            raise _Failed(f"malformed response from {self.url}: {type(e).__name__}: {e}",
+                          "malformed response") from None
         if "repaired" in gen.info and not self._warned:
             self._warned = True
             warnings.warn(f"{self.url} returned ids that break the 2:3 audio pattern "
@@ -182,15 +206,20 @@ class HTTPEngine(LMEngine):
                           f"with {SERVER_FLAG} so it enforces the pattern itself.", stacklevel=2)
         return gen
 
+    def backoff(self, attempt: int) -> float:
+        """Seconds to sleep before retry ``attempt + 1`` (0-based ``attempt`` just failed)."""
+        delay = min(self.backoff_s * 2 ** attempt, self.backoff_max_s)
+        return delay * (1 - self.jitter * random.random())
+
     def _with_retries(self, method: str, path: str, body: dict | None) -> dict:
-        delay, last = self.backoff_s, ""
+        last, kind = "", "request failed"
         for attempt in range(self.retries + 1):
             if self._down.is_set():
                 raise _Unreachable(f"{self.url} is unreachable ({last or 'an earlier request failed to connect'})")
             try:
                 return self._request(method, path, body, self.timeout_s)
             except _Retry as e:
-                last = str(e)
+                last, kind = str(e), e.kind
             except _Unreachable as e:
                 last = str(e)
                 if attempt == self.retries:
@@ -198,9 +227,8 @@ class HTTPEngine(LMEngine):
                     raise _Unreachable(f"{self.url} is unreachable after {attempt + 1} "
                                        f"attempts: {last}") from None
             if attempt < self.retries:
-                time.sleep(delay)
-                delay *= 2
-        raise _Failed(f"{method} {self.url}{path} failed after {self.retries + 1} attempts: {last}")
+                time.sleep(self.backoff(attempt))
+        raise _Failed(f"{method} {self.url}{path} failed after {self.retries + 1} attempts: {last}", kind)
 
     def _request(self, method: str, path: str, body: dict | None, timeout: float) -> dict:
         parts = self._parts
@@ -222,19 +250,24 @@ class HTTPEngine(LMEngine):
                 resp = conn.getresponse()
                 raw = resp.read()
             except socket.timeout:
-                raise _Retry(f"no response within {timeout:g} s") from None
+                raise _Retry(f"no response within {timeout:g} s", "timeout") from None
+            except http.client.IncompleteRead as e:  # the body ended before its Content-Length
+                raise _Retry(f"the response ended after {len(e.partial)} bytes ({e.expected} "
+                             "more expected)", "truncated stream") from None
             except (OSError, http.client.HTTPException) as e:
-                raise _Retry(_why(e)) from None
+                raise _Retry(_why(e), "connection error") from None
         finally:
             conn.close()
         if resp.status in RETRY_STATUS:
-            raise _Retry(f"HTTP {resp.status}: {_message(raw)}")
+            raise _Retry(f"HTTP {resp.status}: {_message(raw)}", f"http {resp.status}")
         if resp.status >= 400:
-            raise _Failed(f"HTTP {resp.status} from {self.url}{path}: {_message(raw)}")
+            raise _Failed(f"HTTP {resp.status} from {self.url}{path}: {_message(raw)}",
+                          f"http {resp.status}")
         try:
             return json.loads(raw)
-        except json.JSONDecodeError:
-            raise _Failed(f"{self.url}{path} answered with non-JSON: {raw[:80]!r}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):  # e.g. a proxy's error page
+            raise _Retry(f"{self.url}{path} answered with non-JSON: {raw[:80]!r}",
+                         "malformed response") from None
 
 
 def parse_url(url: str):
@@ -250,8 +283,8 @@ def parse_url(url: str):
     return parts
 
 
-class _Retry(Exception):
-    """A failure worth another attempt (timeout, dropped connection, 429, 5xx)."""
+class _Retry(_Error):
+    """A failure worth another attempt (timeout, dropped connection, 429, 5xx, a garbled body)."""
 
 
 def parse_choice(choice: dict, p: SamplingParams) -> Generation:

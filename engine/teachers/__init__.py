@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from engine.teachers.base import Teacher, TeacherOutput
+from engine.teachers.base import Teacher, TeacherOutput, error_kind
 from engine.teachers.reference import ReferenceTeacher
 
 LM_KINDS = ("vllm", "http", "torch")
@@ -44,4 +44,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'engine.teachers' has no attribute {name!r}")
 
 
-__all__ = ["LMTeacher", "ReferenceTeacher", "Teacher", "TeacherOutput", "make_teacher"]
+__all__ = ["LMTeacher", "ReferenceTeacher", "Teacher", "TeacherOutput", "error_kind", "make_teacher"]

@@ -25,7 +25,7 @@ class TeacherOutput:
     tokens: interleaved Step-Audio LM ids ``int32 [n]`` (None on error).
     source_audio: the teacher's own 16 kHz rendering ``float32 [samples]``, if it has one.
     topk: optional teacher top-k ``{"ids": int32 [n, k], "logprobs": float16 [n, k]}``.
-    error: why this task failed; empty on success.
+    error: why this task failed, ``"KIND: detail"`` (:func:`error_kind`); empty on success.
     """
 
     task_id: str
@@ -34,6 +34,13 @@ class TeacherOutput:
     topk: dict | None = None
     error: str = ""
     info: dict = field(default_factory=dict)
+
+
+def error_kind(error: str) -> str:
+    """The kind of a row's ``error`` for counting: the text before its first ``": "``
+    (``"http 500: POST ... failed after 3 attempts"`` -> ``"http 500"``), or the whole message
+    when it has none; ``""`` for no error."""
+    return error.partition(": ")[0][:60] if error else ""
 
 
 class Teacher(Stage):

@@ -8,8 +8,17 @@ Per task it builds the Step-Audio TTS prompt (system brief from the instruction,
 text, and a clone turn whose audio is the task's speaker wav tokenised by the codec), samples
 audio ids under the 2:3 constraint with upstream's decoding (temperature 0.7, the repetition
 guard), strips EOT, validates, and returns the ids in the Step-Audio layout (with top-k logprobs
-when asked). A task that cannot be done (a prompt longer than the context, a server error)
-comes back with ``error`` set; the batch goes on.
+when asked). With the ``stepaudio`` codec (``--codec stepaudio:DIR``) and a model dir holding
+``tokenizer.model`` and the full Step-Audio id layout (the released Step-Audio-TTS-3B, or the
+130B teacher's files), the prompt is upstream's instead (:class:`engine.stepaudio.tts_prompt.TTSPrompter`:
+its system prompts, tagged text with the style tag first, the few-shot voice turn always filled by
+the task's speaker prompt or the codec's default voice, trimmed as upstream), sampled with
+upstream's top-k 50; an ``http:`` teacher then reads the tokenizer from the codec's TTS dir
+unless ``tokenizer=`` names one. A task that cannot be done (a prompt longer than the context, a server error)
+comes back with ``error`` set, ``"KIND: detail"`` (``http 500``, ``timeout``, ``truncated stream``,
+``malformed response``, ``unreachable``, ``prompt too long``, ``generation failed``); the batch
+goes on. The http engine retries each request first (``retries``, ``backoff``, ``backoff_max``,
+``jitter``, ``timeout`` options; :mod:`engine.lm.http_engine`).
 
 Options after ``?`` (besides the engine's own, see ``engine.lm.factory``):
 
@@ -37,7 +46,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from engine.audio import preprocess, read_audio
-from engine.codec import load_codec
+from engine.codec import load_codec, tokenize_audio
 from engine.device import has_cuda
 from engine.instructions import Instruction
 from engine.lm import AudioConstraint, RequestError, SamplingParams
@@ -53,6 +62,8 @@ from engine.tokens import GROUP, STEP_AUDIO, TokenLayout, check_audio_ids
 from manifests.digest import hash_model_files
 
 UPSTREAM_MAX_TOKENS = 8192
+STEP_TOP_K = 50  # upstream keeps transformers' default top-k with its own prompts
+DEFAULT_VOICE = "lin"  # engine.stepaudio.codec.DEFAULT_SPEAKER
 # option -> (type, default); these shape the output, so they enter the teacher id
 SAMPLING = {"topk": (int, 0), "max_seconds": (float, 30.0), "temperature": (float, 0.7),
             "top_p": (float, 1.0), "top_k": (int, 0), "window": (int, 10), "repeats": (int, 2)}
@@ -74,9 +85,15 @@ class LMTeacher(Teacher):
 
     def __init__(self, spec: str, codec=None, engine=None):
         self.spec = spec
+        self._engine, self._codec = engine, codec
+        self._clones: dict = {}
         self.kind, self.location, opts = parse_spec(spec)
+        user_top_k = "top_k" in opts
         self.options = {k: t(opts.pop(k)) if k in opts else d for k, (t, d) in SAMPLING.items()}
         place = {k: t(opts.pop(k)) for k, t in PLACEMENT.items() if k in opts}
+        stepaudio = getattr(codec, "name", "") == "stepaudio"
+        if stepaudio and self.kind == "http" and "tokenizer" not in place:
+            place["tokenizer"] = str(codec.checkpoint.tts_dir)
         self.engine_options = opts
         engine_kwargs(self.kind, opts)  # a bad option fails here, in the driver, in one line
         if self.kind == "http":
@@ -90,13 +107,24 @@ class LMTeacher(Teacher):
             check_vllm_can_run(self.config, self.location, on_cpu=not has_cuda())
         self.tokenizer, self.layout = load_tokenizer(self.model_dir, self.config)
         self.context = max_positions(self.config) if self.config else None
+        self.step_prompter = self._step_prompter() if stepaudio else None
+        if self.step_prompter is not None and not user_top_k:
+            self.options["top_k"] = STEP_TOP_K
         if opts.get("max_model_len"):
             self.context = min(self.context or 1 << 30, int(opts["max_model_len"]))
         self.name = f"{self.kind}:{self._short_name()}"
         self.version = self._fingerprint()
         self.resources = self._resources(place)
-        self._engine, self._codec = engine, codec
-        self._clones: dict = {}
+
+    def _step_prompter(self):
+        """Upstream's TTS prompt builder when the model dir is a real Step-Audio TTS dir."""
+        if self.model_dir is None or not (self.model_dir / "tokenizer.model").is_file():
+            return None
+        if self.layout != STEP_AUDIO:
+            return None
+        from engine.stepaudio.tts_prompt import TTSPrompter  # sentencepiece
+
+        return TTSPrompter.from_dir(self.model_dir)
 
     # -- identity and placement -------------------------------------------------------------
     def _short_name(self) -> str:
@@ -106,7 +134,9 @@ class LMTeacher(Teacher):
 
     def _fingerprint(self) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"kind": self.kind, **self.options}, sort_keys=True).encode())
+        # upstream's prompt enters the id; the project's own leaves ids made before it unchanged
+        prompt = {"prompt": "stepaudio"} if self.step_prompter is not None else {}
+        h.update(json.dumps({"kind": self.kind, **prompt, **self.options}, sort_keys=True).encode())
         if self.kind == "http":
             h.update(json.dumps([self.location, self.engine_options.get("model")]).encode())
         if self.model_dir is not None:
@@ -160,7 +190,27 @@ class LMTeacher(Teacher):
         inst.check_text_language(task.lang)
         if not task.text.strip():
             raise ValueError("empty text")
+        if self.step_prompter is not None:
+            return self._step_prompt(task, inst)
         return build_tts_prompt(task.text, inst, self.tokenizer, self.clone_prompt(task))
+
+    def _step_prompt(self, task: Task, inst: Instruction) -> list[int]:
+        from engine.stepaudio.tts_prompt import tagged_text
+
+        if task.speaker_wav:
+            wav_path, text = task.speaker_wav, task.speaker_text
+        elif task.speaker:
+            wav_path, text = builtin_prompt(task.speaker)
+        else:  # upstream always fills the voice turn: the voice the codec decodes with
+            wav_path = str(self.codec.default_voice)
+            text = next((t for w, t in [builtin_prompt(DEFAULT_VOICE)] if w == wav_path), "")
+        key = (wav_path, os.path.getmtime(wav_path))
+        if key not in self._clones:
+            wav, sr = read_audio(wav_path)
+            self._clones[key] = tuple(int(i) for i in tokenize_audio(self.codec, wav, sr, prompt=True))
+        # speaker "": the voice-actor prompt without a name, as upstream's clone mode (the
+        # project's speakers are not voices the released model knows by name)
+        return self.step_prompter.build(tagged_text(task.text, inst), text, self._clones[key])
 
     def sampling_params(self, task: Task):
         o = self.options
@@ -182,31 +232,32 @@ class LMTeacher(Teacher):
                 outs[i] = TeacherOutput(task.id, error=f"prompt failed: {_reason(exc)}")
                 continue
             if self.context and len(ids) + GROUP > self.context:
-                outs[i] = TeacherOutput(task.id, error=f"prompt of {len(ids)} ids leaves no room "
+                outs[i] = TeacherOutput(task.id, error=f"prompt too long: {len(ids)} ids leave no room "
                                         f"for audio in the model's {self.context}-id context")
                 continue
             todo[i] = ids
         idx = list(todo)
         results = self._generate([todo[i] for i in idx], [self.sampling_params(tasks[i]) for i in idx])
         for i, res in zip(idx, results):
-            if isinstance(res, str):
-                outs[i] = TeacherOutput(tasks[i].id, error=f"generation failed: {res}")
+            if isinstance(res, tuple):  # (kind, reason)
+                outs[i] = TeacherOutput(tasks[i].id, error=f"{res[0]}: {res[1]}")
             else:
                 outs[i] = self._output(tasks[i], res, len(todo[i]))
         return outs
 
     def _generate(self, prompts: list[list[int]], params: list) -> list:
-        """Generations, or an error string per failed request (never raises)."""
+        """Generations, or ``(kind, reason)`` per failed request (never raises)."""
         if not prompts:
             return []
         engine = self.engine  # an engine that cannot start fails the job, not each row
         try:
             return engine.generate(prompts, params)
         except RequestError as e:
-            return [e.errors.get(i) or g for i, g in enumerate(e.generations)]
+            return [(e.kinds[i], e.errors[i]) if i in e.errors else g
+                    for i, g in enumerate(e.generations)]
         except Exception as exc:
             if len(prompts) == 1:
-                return [_reason(exc)]
+                return [("generation failed", _reason(exc))]
         # isolate the failing rows: one request at a time
         return [r for p, sp in zip(prompts, params) for r in self._generate([p], [sp])]
 

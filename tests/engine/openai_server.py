@@ -3,6 +3,13 @@
     with CompletionServer(TorchEngine(model)) as server:
         HTTPEngine(server.url).generate(...)
     server.faults.extend(["500", "sleep:3", "hang"])   # the next requests fail / stall / never answer
+    server.sticky[7] = "truncate"                      # every request with seed 7 gets its body cut
+
+Faults: ``500``, ``sleep:S`` (answer after S seconds), ``hang`` (never answer), ``corrupt`` (an id
+that breaks the audio pattern), ``malformed`` (200 with a body that is not JSON), ``truncate``
+(200 whose body stops halfway through its Content-Length), ``nochoices`` (valid JSON without
+``choices``). ``faults`` is consumed one per request in arrival order; ``sticky`` (request seed ->
+fault) applies to every request with that seed, whatever the concurrency.
 
 It speaks the subset of vLLM's ``/v1/completions`` that HTTPEngine uses (token-id prompts,
 ``stop_token_ids``, ``logprobs`` as ``token_id:N``, ``return_token_ids``, the audio constraint in
@@ -26,7 +33,8 @@ class CompletionServer:
                  batch_wait_s: float = 0.02):
         self.engine, self.model, self.max_model_len = engine, model, max_model_len
         self.batch_wait_s = batch_wait_s
-        self.faults: list[str] = []       # consumed one per request: "500", "sleep:S", "hang", "corrupt"
+        self.faults: list[str] = []       # consumed one per request: "500", "sleep:S", "hang", ...
+        self.sticky: dict[int, str] = {}  # request seed -> the fault every such request gets
         self.requests: list[dict] = []    # bodies received
         self._lock = threading.Lock()
         self._closing = threading.Event()  # a "hang" request is dropped unanswered when set
@@ -48,8 +56,10 @@ class CompletionServer:
         self.httpd.server_close()
         self._queue.put(None)
 
-    def _fault(self) -> str:
+    def _fault(self, body: dict) -> str:
         with self._lock:
+            if body.get("seed") in self.sticky:
+                return self.sticky[body["seed"]]
             return self.faults.pop(0) if self.faults else ""
 
     def _batcher(self) -> None:
@@ -93,13 +103,15 @@ class CompletionServer:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status: int, data: dict) -> None:
-                raw = json.dumps(data).encode()
+            def _send(self, status: int, data: dict | bytes, cut: bool = False) -> None:
+                raw = data if isinstance(data, bytes) else json.dumps(data).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                self.wfile.write(raw[: len(raw) // 2] if cut else raw)
+                if cut:  # close with the body half sent: the client sees an incomplete read
+                    self.close_connection = True
 
             def do_GET(self):
                 if self.path == "/v1/models":
@@ -111,9 +123,13 @@ class CompletionServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
-                fault = server._fault()
+                fault = server._fault(body)
                 if fault == "500":
                     return self._send(500, {"error": {"message": "injected server error"}})
+                if fault == "malformed":
+                    return self._send(200, b"<html>502 Bad Gateway</html>")
+                if fault == "nochoices":
+                    return self._send(200, {"id": "cmpl-test", "object": "text_completion"})
                 if fault == "hang":  # no answer while the server runs: only the client's timeout ends it
                     server._closing.wait()
                     return None
@@ -128,7 +144,7 @@ class CompletionServer:
                 if fault == "corrupt":  # a server that ignores the constraint at one position
                     data["choices"][0]["token_ids"][7] = 70
                 try:
-                    self._send(200, data)
+                    self._send(200, data, cut=fault == "truncate")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
