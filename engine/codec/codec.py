@@ -8,17 +8,22 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 
 from engine import tokens
+from engine.audio import preprocess
 from manifests.errors import UserError
 from manifests.stage import Stage
 
 from . import mel, weights
 from .quantize import DualCodebook
 from .vocoder import vocode
+
+STEPAUDIO_PREFIX = "stepaudio:"  # engine.stepaudio.layout.PREFIX, without importing torch here
 
 
 class MelVQCodec(Stage):
@@ -136,10 +141,53 @@ def _shipped() -> MelVQCodec:
     return from_file(weights.SHIPPED)
 
 
-def load_codec(spec: str = "melvq") -> MelVQCodec:
-    """``"melvq"``: the shipped weights (one cached instance per process); else a weights path."""
+def load_codec(spec: str = "melvq"):
+    """The codec a ``--codec`` spec names, one cached instance per spec per process:
+
+    - ``"melvq"``: the shipped weights; a path: a melvq weights file (loaded each call);
+    - ``"stepaudio:DIR[?options]"``: the released Step-Audio stack
+      (:class:`engine.stepaudio.codec.StepAudioCodec`, 22.05 kHz output).
+
+    Raises:
+        UserError: a missing weights file or a bad stepaudio spec (one line).
+    """
     if spec == "melvq":
         return _shipped()
+    if isinstance(spec, str) and spec.startswith(STEPAUDIO_PREFIX):
+        return _stepaudio(spec)
     if not Path(spec).exists():
-        raise UserError(f"{spec}: no such codec weights file (use 'melvq' for the shipped codec)")
+        raise UserError(f"{spec}: no such codec weights file (use 'melvq' for the shipped codec "
+                        f"or stepaudio:MODEL_PATH for the released Step-Audio checkpoints)")
     return from_file(spec)
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its paths absolute (a weights file; a stepaudio spec's dirs and ``voice=``),
+    as workers with another working directory must see it. ``"melvq"`` stays as it is."""
+    if spec == "melvq":
+        return spec
+    if not spec.startswith(STEPAUDIO_PREFIX):
+        return str(Path(spec).resolve())
+    body, sep, query = spec[len(STEPAUDIO_PREFIX):].partition("?")
+    whole = Path(os.path.expanduser(body.strip()))
+    parts = [body] if whole.is_dir() or "," not in body else body.split(",")
+    dirs = ",".join(str(Path(os.path.expanduser(p.strip())).resolve()) for p in parts)
+    options = [(k, str(Path(v).resolve()) if k == "voice" else v)
+               for k, v in parse_qsl(query, keep_blank_values=True)]
+    return STEPAUDIO_PREFIX + dirs + (sep + urlencode(options, safe="/") if sep else "")
+
+
+@functools.lru_cache(maxsize=4)
+def _stepaudio(spec: str):
+    from engine.stepaudio.codec import StepAudioCodec  # torch + onnxruntime; only when asked for
+
+    return StepAudioCodec.from_spec(spec)
+
+
+def tokenize_audio(codec, wav: np.ndarray, sample_rate: int, prompt: bool = False) -> np.ndarray:
+    """A recording ``[samples]`` at any ``sample_rate`` -> the codec's LM ids int32, with the
+    codec's own preprocessing: melvq takes 16 kHz :func:`engine.audio.preprocess` audio; stepaudio
+    resamples itself and, for a voice ``prompt``, trims it as upstream does prompt wavs."""
+    if getattr(codec, "name", "") == "stepaudio":
+        return np.asarray(codec.tokenize(wav, sample_rate, trim=prompt), dtype=np.int32)
+    return np.asarray(codec.tokenize(preprocess(wav, sample_rate)), dtype=np.int32)
