@@ -196,7 +196,7 @@ def check_codec(student: Path, codec) -> None:
         return
     if trained and trained != codec.version:
         raise UserError(f"{student} was distilled from {trained} tokens, but the codec is {codec.version}; "
-                         f"pass --codec with the {trained} weights file")
+                         f"pass the --codec whose version is {trained} (a melvq weights file or stepaudio:DIR)")
 
 
 def pick_engine(student_type: str, engine: str = "auto") -> str:

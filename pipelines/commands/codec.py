@@ -1,11 +1,12 @@
-"""``stepforge codec train|encode|decode``: the melvq speech codec on files.
+"""``stepforge codec train|encode|decode``: a speech codec (melvq, or the released Step-Audio stack) on files.
 
     stepforge codec train --out engine/codec/weights/melvq.npz --seed 0
-    stepforge codec encode IN.wav OUT.npy [--format npy|txt] [--codec melvq|WEIGHTS.npz]
-    stepforge codec decode IN.npy|IN.txt OUT.wav|OUT.flac [--codec ...]
+    stepforge codec encode IN.wav OUT.npy [--format npy|txt] [--codec melvq|WEIGHTS.npz|stepaudio:DIR]
+    stepforge codec decode IN.npy|IN.txt OUT.wav|OUT.flac [--codec ...] [--voice PROMPT.wav] [--music]
 
 encode writes int32 interleaved Step-Audio LM ids (``.npy``) or ``<audio_N>`` text; decode reads
-either (by content) and writes 16 kHz audio.
+either (by content) and writes the codec's audio: 16 kHz for melvq, 22.05 kHz for stepaudio
+(``--voice``: the prompt wav to speak like, ``--music``: the CosyVoice-300M-25Hz-Music decoder).
 """
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from engine import tokens
-from engine.audio import preprocess, read_audio
-from engine.codec import load_codec, weights
+from engine.audio import read_audio
+from engine.codec import load_codec, tokenize_audio, weights
 from engine.codec.train import TrainConfig, train as train_codec
 from manifests.errors import UserError
 
 
+CODEC_HELP = ("'melvq' (shipped), a melvq weights file, or stepaudio:MODEL_PATH[?options] (the released "
+              "Step-Audio-Tokenizer + Step-Audio-TTS-3B dirs)")
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("codec", help="train, or encode/decode audio with, the melvq codec",
+    parser = subparsers.add_parser("codec", help="train the melvq codec, or encode/decode audio with a codec",
                                    description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="codec_command", required=True, metavar="ACTION")
     _add_train(sub)
@@ -33,12 +38,14 @@ def register(subparsers) -> None:
     enc.add_argument("output", help="OUT.npy (int32 ids) or OUT.txt with --format txt")
     enc.add_argument("--format", choices=("npy", "txt"), default=None,
                      help="output format (default: from the output suffix, else npy)")
-    enc.add_argument("--codec", default="melvq", help="'melvq' (shipped) or a weights file")
+    enc.add_argument("--codec", default="melvq", help=CODEC_HELP)
     enc.set_defaults(func=encode)
-    dec = sub.add_parser("decode", help="interleaved Step-Audio ids -> 16 kHz audio")
+    dec = sub.add_parser("decode", help="interleaved Step-Audio ids -> audio (16 kHz melvq, 22.05 kHz stepaudio)")
     dec.add_argument("input", help="IN.npy (integer ids) or a text file of <audio_N> tokens")
     dec.add_argument("output", help="OUT.wav or OUT.flac")
-    dec.add_argument("--codec", default="melvq", help="'melvq' (shipped) or a weights file")
+    dec.add_argument("--codec", default="melvq", help=CODEC_HELP)
+    dec.add_argument("--voice", default=None, help="stepaudio: voice prompt wav (default: the codec's voice)")
+    dec.add_argument("--music", action="store_true", help="stepaudio: decode with the Music decoder (rap, humming)")
     dec.set_defaults(func=decode)
 
 
@@ -110,7 +117,7 @@ def encode(args: argparse.Namespace) -> int:
     wav, sr = read_audio(args.input)  # UserError naming the file when unreadable
     if wav.size == 0:
         raise UserError(f"{args.input}: no audio samples")
-    ids = load_codec(args.codec).tokenize(preprocess(wav, sr))
+    ids = tokenize_audio(load_codec(args.codec), wav, sr)
     fmt = args.format or ("txt" if Path(args.output).suffix == ".txt" else "npy")
     if fmt == "txt":
         Path(args.output).write_text(tokens.to_audio_string(ids) + "\n", encoding="utf-8")
@@ -151,7 +158,13 @@ def decode(args: argparse.Namespace) -> int:
     if suffix not in (".wav", ".flac"):
         raise UserError(f"{args.output}: output must end in .wav or .flac")
     codec = load_codec(args.codec)
-    wav = codec.detokenize(ids)
+    if codec.name == "stepaudio":
+        voice = codec.voice(args.voice) if args.voice else None
+        wav = codec.detokenize(ids, voice=voice, music=args.music)
+    elif args.voice or args.music:
+        raise UserError("--voice and --music need a stepaudio codec (--codec stepaudio:MODEL_PATH)")
+    else:
+        wav = codec.detokenize(ids)
     sf.write(args.output, np.clip(wav, -1, 1), codec.sample_rate, subtype="PCM_16")
     print(f"{args.output}: {len(wav) / codec.sample_rate:.2f} s")
     return 0

@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest ids (default: all)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus mass (default 1: off)")
     p.add_argument("--codec", default="melvq",
-                   help="codec that decodes the student's tokens: melvq (shipped) or the weights file its "
+                   help="codec that decodes the student's tokens: melvq (shipped), stepaudio:MODEL_PATH, or the weights file its "
                         "corpus was tokenized with (checked against STUDENT/train.json)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

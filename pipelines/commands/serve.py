@@ -1,6 +1,6 @@
 """``stepforge serve STUDENT``: a distilled student behind OpenAI's speech API.
 
-    stepforge serve runs/student --port 8000 [--engine auto|torch|vllm] [--codec melvq|WEIGHTS.npz]
+    stepforge serve runs/student --port 8000 [--engine auto|torch|vllm] [--codec melvq|WEIGHTS.npz|stepaudio:DIR]
                     [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--voices DIR] [--api-key-env VAR]
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json' \\
          -d '{"model": "student", "input": "Hello.", "voice": "amy", "response_format": "wav"}' -o hello.wav
@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "vllm"),
                    help="LM engine (auto: vllm on CUDA or for a RoPE student when installed, else torch)")
     p.add_argument("--codec", default="melvq",
-                   help="codec that decodes the student's ids: melvq (shipped) or the weights file its corpus "
+                   help="codec that decodes the student's ids: melvq (shipped), stepaudio:MODEL_PATH, or the weights file its corpus "
                         "was tokenized with (checked against STUDENT/train.json)")
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together by one engine call")
     p.add_argument("--max-seconds", type=float, default=30.0, help="audio length cap per request (default 30)")
