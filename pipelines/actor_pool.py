@@ -11,10 +11,19 @@ back to the driver, which commits them.
 ``build(**kwargs)`` runs inside each actor and returns its stages (so models load there, once).
 Records travel pickled in one binary column: Ray would turn None scores into NaN in typed columns
 and variable-length arrays into tensor extensions.
+
+A worker process that dies mid-batch (a segfault, the OOM killer, ``os._exit`` in a native
+library) is restarted by Ray, which sends the batch again. With ``on_death``, a batch that has
+killed a worker before runs one record at a time, and a record that killed its worker
+``death_retries`` times on its own becomes ``on_death(record, "worker died: ...")`` instead of
+killing workers forever; the other records still come back. For tests,
+``STEPFORGE_FAULT=exit:ID,exit-once:ID`` makes a guarded worker exit at once on a record whose
+``id`` is ID (``exit-once``: only on the batch's first try).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import pickle
@@ -29,6 +38,7 @@ from manifests.errors import UserError
 from manifests.stage import run_stages
 
 RECORD = "record"
+FAULT_ENV = "STEPFORGE_FAULT"
 
 
 class StageFailed(RuntimeError):
@@ -39,14 +49,94 @@ class StageWorker:
     """One Ray actor: ``build(**kwargs)`` makes its stages, each set up once, then every batch
     passes through all of them in order."""
 
-    def __init__(self, build: Callable[..., list], kwargs: dict):
+    def __init__(self, build: Callable[..., list], kwargs: dict, guard: "DeathGuard | None" = None):
         self.stages = build(**kwargs)
+        self.guard = guard
         for stage in self.stages:
             stage.setup()
 
     def __call__(self, batch: dict) -> dict:
-        records = run_stages(self.stages, [pickle.loads(b) for b in batch[RECORD]])
+        records = [pickle.loads(b) for b in batch[RECORD]]
+        if self.guard is None:
+            records = run_stages(self.stages, records)
+        else:
+            records = self.guard.run(records, lambda rs: run_stages(self.stages, rs))
         return {RECORD: np.array([pickle.dumps(r) for r in records], dtype=object)}
+
+
+class DeathLedger:
+    """Counts, per batch or record key, the tries that began and never ended: each one is a
+    worker that died on it. Runs as one small Ray actor beside the pool."""
+
+    def __init__(self):
+        self.open: dict[str, int] = {}
+
+    def begin(self, key: str) -> int:
+        """Deaths so far on ``key``; this try is counted until :meth:`end`."""
+        deaths = self.open.get(key, 0)
+        self.open[key] = deaths + 1
+        return deaths
+
+    def end(self, key: str) -> None:
+        self.open.pop(key, None)
+
+
+class DeathGuard:
+    """What a worker does so that records that kill it cannot stall a job (module docstring)."""
+
+    def __init__(self, ledger, on_death: Callable[[dict, str], dict], death_retries: int = 2):
+        self.ledger, self.on_death, self.death_retries = ledger, on_death, death_retries
+        self.faults = _faults(os.environ.get(FAULT_ENV, ""))
+
+    def run(self, records: list[dict], process: Callable[[list[dict]], list[dict]]) -> list[dict]:
+        import ray
+
+        key = _key(records)
+        if ray.get(self.ledger.begin.remote(key)) == 0:
+            self._inject(records, first=True)
+            out = process(records)
+        else:  # this batch killed a worker: find the record that did
+            out = [r for record in records for r in self._alone(record, process)]
+        ray.get(self.ledger.end.remote(key))
+        return out
+
+    def _alone(self, record: dict, process) -> list[dict]:
+        import ray
+
+        key = _key([record])
+        deaths = ray.get(self.ledger.begin.remote(key))
+        if deaths >= self.death_retries:
+            out = [self.on_death(record, f"worker died: the worker process exited on this record "
+                                         f"{deaths + 1} times (once with its batch)")]
+        else:
+            self._inject([record], first=False)
+            out = process([record])
+        ray.get(self.ledger.end.remote(key))
+        return out
+
+    def _inject(self, records: list[dict], first: bool) -> None:
+        for record in records:
+            mode = self.faults.get(str(record.get("id")))
+            if mode == "exit" or (mode == "exit-once" and first):
+                os._exit(70)
+
+
+def _faults(spec: str) -> dict[str, str]:
+    """``"exit:t1,exit-once:t2"`` -> ``{"t1": "exit", "t2": "exit-once"}``."""
+    out = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        mode, _, rid = item.partition(":")
+        if mode not in ("exit", "exit-once") or not rid:
+            raise UserError(f"{FAULT_ENV}: bad item {item!r}; expected exit:ID or exit-once:ID")
+        out[rid] = mode
+    return out
+
+
+def _key(records: list[dict]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(pickle.dumps(r))
+    return h.hexdigest()
 
 
 def init_ray(address: str | None = None) -> None:
@@ -109,7 +199,8 @@ def pool_size(resources: dict, requested: int | None = None) -> int:
 
 
 def map_stages(records: list[dict], build: Callable[..., list], kwargs: dict, resources: dict,
-               batch_size: int, workers: int | None = None, address: str | None = None
+               batch_size: int, workers: int | None = None, address: str | None = None,
+               on_death: Callable[[dict, str], dict] | None = None, death_retries: int = 2
                ) -> Iterator[list[dict]]:
     """Run the stages ``build(**kwargs)`` makes over ``records`` in batches on an actor pool.
 
@@ -119,6 +210,9 @@ def map_stages(records: list[dict], build: Callable[..., list], kwargs: dict, re
         resources: per-worker ``{"num_cpus": float, "num_gpus": float}``.
         batch_size: records per call.
         workers: actor pool size; default fills the cluster.
+        on_death: ``(record, reason) -> record`` in the form the stages return, for a record
+            that killed its worker ``death_retries`` times on its own (module docstring);
+            None: Ray retries a batch that kills its worker without bound.
     Yields:
         Lists of result records, in completion order.
     Raises:
@@ -131,7 +225,12 @@ def map_stages(records: list[dict], build: Callable[..., list], kwargs: dict, re
     blocks = max(1, -(-len(records) // batch_size))
     size = min(pool_size(resources, workers), blocks)
     ds = ray.data.from_items([{RECORD: pickle.dumps(r)} for r in records], override_num_blocks=blocks)
-    ds = ds.map_batches(StageWorker, fn_constructor_kwargs={"build": build, "kwargs": kwargs},
+    guard = None
+    if on_death is not None:
+        _faults(os.environ.get(FAULT_ENV, ""))  # a bad value fails here, in one line
+        ledger = ray.remote(num_cpus=0)(DeathLedger).remote()
+        guard = DeathGuard(ledger, on_death, death_retries)
+    ds = ds.map_batches(StageWorker, fn_constructor_kwargs={"build": build, "kwargs": kwargs, "guard": guard},
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
                         num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0))
     try:

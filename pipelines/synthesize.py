@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.audio import to_flac
-from engine.codec import load_codec
-from engine.teachers import make_teacher
+from engine.codec import absolute_spec, load_codec
+from engine.teachers import error_kind, make_teacher
 from engine.tokens import duration_seconds
 from manifests import RunDir, json_bytes, npy_bytes
 from manifests.record import Task
@@ -64,6 +65,11 @@ def npz_bytes(arrays: dict) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
+
+
+def worker_died(record: dict, reason: str) -> dict:
+    """The record of a task whose worker kept dying on it, as :class:`PackSample` leaves one."""
+    return {**record, "error": reason, "n_tokens": 0, "info": "{}", "members": {}}
 
 
 def synthesis_stages(teacher: str, codec: str = "melvq") -> list[Stage]:
@@ -108,6 +114,7 @@ class ShardCommitter:
         self.samples: list = []
         self.rows: list[dict] = []
         self.written = self.errors = 0
+        self.error_kinds: Counter = Counter()
         self.audio_seconds = 0.0
 
     def add(self, record: dict) -> None:
@@ -119,6 +126,7 @@ class ShardCommitter:
         self.rows.append(row)
         if record["error"]:
             self.errors += 1
+            self.error_kinds[error_kind(record["error"])] += 1
         else:
             meta = {**work, "teacher": self.lineage.teacher_id, "codec": self.lineage.codec_version,
                     "n_tokens": record["n_tokens"], "duration_s": row["duration_s"],
@@ -138,7 +146,7 @@ class ShardCommitter:
 
 def _absolute(codec: str) -> str:
     """A weights path as the actors must see it, whatever their working directory."""
-    return codec if codec == "melvq" else str(Path(codec).resolve())
+    return absolute_spec(codec)
 
 
 def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage, *,
@@ -146,7 +154,9 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
                   batch_size: int = BATCH_SIZE, workers: int | None = None,
                   address: str | None = None, progress: bool = True,
                   stages=synthesis_stages, stage_kwargs: dict | None = None) -> dict:
-    """Synthesize ``todo`` into ``run``; returns throughput figures. The caller holds the lock.
+    """Synthesize ``todo`` into ``run``; returns throughput figures and the failed rows counted
+    by error kind (``errors_by_kind``: ``{"http 500": 2, "worker died": 1}``). The caller holds
+    the lock. A task whose worker keeps dying becomes a ``worker died`` row (``map_stages``).
 
     ``stages`` builds each worker's stages from ``teacher``, ``codec`` and ``stage_kwargs``
     (``stepforge eval`` adds one that stores the teacher's rendering); its records must end as
@@ -157,7 +167,8 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
     try:
         kwargs = {"teacher": teacher, "codec": _absolute(codec), **(stage_kwargs or {})}
         for records in map_stages([w.row() for w in todo], stages, kwargs, resources or {"num_cpus": 1},
-                                  batch_size=batch_size, workers=workers, address=address):
+                                  batch_size=batch_size, workers=workers, address=address,
+                                  on_death=worker_died):
             for record in records:
                 committer.add(record)
                 bar.update(1)
@@ -165,7 +176,8 @@ def run_synthesis(run: RunDir, todo: list[Work], teacher: str, lineage: Lineage,
         committer.flush()  # keep what finished, also on Ctrl-C
         bar.close()
     wall = time.perf_counter() - start
-    return {"tasks": committer.written, "errors": committer.errors, "wall_s": round(wall, 2),
+    return {"tasks": committer.written, "errors": committer.errors,
+            "errors_by_kind": dict(committer.error_kinds.most_common()), "wall_s": round(wall, 2),
             "tasks_per_s": round(committer.written / wall, 3),
             "audio_s_per_wall_s": round(committer.audio_seconds / wall, 3),
             "audio_s": round(committer.audio_seconds, 2)}

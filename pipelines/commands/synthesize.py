@@ -75,6 +75,9 @@ def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
         stats = _synthesize(run, todo, teacher, codec, spec_hash, args)
         for key in ("tasks", "errors", "wall_s", "audio_s"):
             total[key] = round(total.get(key, 0) + stats[key], 2)
+        kinds = total.setdefault("errors_by_kind", {})
+        for kind, n in stats["errors_by_kind"].items():
+            kinds[kind] = kinds.get(kind, 0) + n
         if config is not None:
             filter_run(run, config, args.ray_address, not args.no_progress, quiet=True)
     if total:
@@ -116,6 +119,8 @@ def _print_summary(run: RunDir, summary: dict, rows: int, total: int) -> None:
         print(f"synthesize: {summary['tasks']} attempts ({summary['errors']} errors) in {summary['wall_s']} s: "
               f"{summary['tasks_per_s']} tasks/s, {summary['audio_s_per_wall_s']} audio s per wall s "
               f"({summary['audio_s']} s of audio)")
+        if summary.get("errors_by_kind"):
+            print("errors by kind: " + ", ".join(f"{k} {n}" for k, n in summary["errors_by_kind"].items()))
     else:
         print("synthesize: nothing to do, every task already has a manifest row")
     print(f"run: {run.path} ({rows}/{total} tasks in manifest.parquet)")
