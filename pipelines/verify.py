@@ -233,9 +233,18 @@ def _manifest_is_stale(run: RunDir) -> bool:
     if not run.manifest.exists():
         return True
     current = run.current_table()
-    try:  # Parquet keeps second timestamps as milliseconds: compare in the journals' types
-        return not pq.read_table(run.manifest).cast(current.schema).equals(current)
+    try:
+        written = pq.read_table(run.manifest)
     except Exception:  # a damaged manifest.parquet is stale: it is rebuilt from the journals
+        return True
+    # columns added to the schema after the manifest was written are all null in the journals
+    newer = [n for n in current.column_names if n not in written.column_names]
+    if any(current.column(n).null_count != current.num_rows for n in newer):
+        return True
+    current = current.drop_columns(newer)
+    try:  # Parquet keeps second timestamps as milliseconds: compare in the journals' types
+        return not written.select(current.column_names).cast(current.schema).equals(current)
+    except (KeyError, ValueError, TypeError, NotImplementedError):  # pyarrow: columns or types differ
         return True
 
 

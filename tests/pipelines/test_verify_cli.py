@@ -74,3 +74,20 @@ def test_a_damaged_run_is_reported_and_repair_keeps_committed_data(damaged, caps
 def test_not_a_run_is_one_line_and_exit_2(tmp_path):
     proc = stepforge("verify", tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a stepforge run" in proc.stderr
+
+
+def test_a_manifest_from_before_a_new_column_is_not_stale_but_a_changed_one_is(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipelines.verify import verify_run
+    from tests.manifests.test_run import _rows, _samples
+
+    run = RunDir(tmp_path / "run")
+    run.write_info({"stages": {}})
+    run.commit_shard(0, _samples(["a1", "b2"]), _rows(["a1", "b2"]))
+    table = run.consolidate()
+    assert table.column("cer").null_count == 2  # never filtered: the column is all null
+    pq.write_table(table.drop_columns(["cer"]), run.manifest)  # as written before "cer" existed
+    assert not [f for f in verify_run(run).findings if f.where == "manifest.parquet"]
+    pq.write_table(table.drop_columns(["cer"]).slice(0, 1), run.manifest)  # a row short
+    assert [f for f in verify_run(run).findings if f.where == "manifest.parquet"]
