@@ -203,7 +203,7 @@ class DistillRecipe:
         return {
             "status": "done", "step": self.state.step, "epochs": self.state.epoch,
             "wall_s": round(self.state.wall_s, 2), "world": self.world,
-            "fingerprint": model_fingerprint(self.cfg), "runs": self.runs,
+            "fingerprint": model_fingerprint(self.cfg), "runs": self.runs, "init": self.cfg["student"]["init"],
             "train_rows": len(self.train_rows), "heldout_rows": len(self.heldout),
             "codec": self.train_rows.codec_version,
             "parameters": sum(p.numel() for p in self.engine.module.student.parameters()),
