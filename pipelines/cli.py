@@ -21,7 +21,7 @@ import sys
 
 from manifests.errors import UserError
 
-COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec", "verify", "run", "report", "runs")
+COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec", "verify", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
