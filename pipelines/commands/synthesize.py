@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("spec", help="GenerationSpec YAML")
     p.add_argument("--out", required=True, help="run directory (created, or resumed)")
     p.add_argument("--teacher", default="reference", help="reference (default), vllm:DIR, http:URL, torch:DIR")
-    p.add_argument("--codec", default="melvq", help="speech codec: melvq (shipped) or a weights file")
+    p.add_argument("--codec", default="melvq",
+                   help="speech codec: melvq (shipped), a melvq weights file, or stepaudio:MODEL_PATH "
+                        "(the released Step-Audio-Tokenizer + Step-Audio-TTS-3B)")
     p.add_argument("--limit", type=int, default=None, help="synthesize only the first N tasks")
     p.add_argument("--workers", type=int, default=None, help="teacher actors (default: fill the CPUs/GPUs)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -94,7 +96,7 @@ def _claim(run: RunDir, spec, tasks, teacher, codec, args) -> None:
         if info.get("spec_hash") != spec.hash:
             raise RunError(f"{run.path} belongs to a different spec (hash {info.get('spec_hash')}, "
                            f"this spec {spec.hash}); use another --out")
-        for key, value in (("teacher", teacher.id), ("codec", codec.version)):
+        for key, value in (("codec", codec.version), ("teacher", teacher.id)):
             if info.get(key) != value:
                 raise RunError(f"{run.path} was synthesized with {key} {info.get(key)}, not {value}; "
                                "use another --out")
