@@ -21,7 +21,7 @@ import sys
 
 from manifests.errors import UserError
 
-COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec", "verify", "run")
+COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec", "verify", "run", "report", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:

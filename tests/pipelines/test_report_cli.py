@@ -1,0 +1,166 @@
+"""`stepforge report RUN` and `stepforge runs [ROOT]`: the page references only files that exist,
+every section whose data exists is there, a synthesized-only run gets a report, bad input is one
+line; the registry lists runs as a table and as JSON."""
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from manifests import RunDir
+from pipelines.eval_report import aggregate
+from tests.conftest import copy_run, stepforge
+
+
+class Page(HTMLParser):
+    """The parts of report.html the tests look at."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.images, self.sources, self.headings, self.tables, self.texts = [], [], [], [], []
+        self._heading = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        elif tag in ("audio", "source") and "src" in attrs:
+            self.sources.append(attrs["src"])
+        elif tag == "table":
+            self.tables.append(0)
+        elif tag == "tr":
+            self.tables[-1] += 1
+        elif tag == "h2":
+            self._heading = ""
+
+    def handle_endtag(self, tag):
+        if tag == "h2":
+            self.headings.append(self._heading)
+            self._heading = None
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._heading += data
+        self.texts.append(data)
+
+
+def in_process(capsys, *args) -> tuple[int, str, str]:
+    from pipelines.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def check_files(run: Path, page: Page) -> None:
+    for src in page.images + page.sources:
+        assert not src.startswith(("http:", "https:", "//", "/")), src  # opens from the file system
+        path = run / src
+        assert path.is_file() and path.stat().st_size > 0, src
+    for src in page.sources:
+        assert sf.info(run / src).frames > 0, src
+    assert page.tables and all(rows > 1 for rows in page.tables)  # a header and at least one row
+
+
+def reject_some(run: RunDir) -> list[dict]:
+    """Turn two verdicts of the filtered run into rejections (same filter hash: a rescore would
+    write the same kind of rows)."""
+    verdicts = run.verdict_table().to_pylist()
+    chosen = [verdicts[0], verdicts[-1]]
+    chosen[0].update(accepted=False, reject_reason=f"cer {chosen[0]['cer'] or 0.5:.2f} > 0.35")
+    chosen[1].update(accepted=False, reject_reason="ss 0.41 < 0.60")
+    run.commit_verdicts(chosen)
+    run.consolidate()
+    return chosen
+
+
+def add_student(run: Path, rows: list[dict]) -> None:
+    """RUN/student with the logs distill writes (train.json, logs/metrics.jsonl) and RUN/eval/eval.json."""
+    logs = run / "student" / "logs"
+    logs.mkdir(parents=True)
+    lines = [{"step": s, "loss": 8.0 - s / 10, "ce": 8.0 - s / 10, "lr": 1e-3} for s in (10, 20, 30)]
+    lines += [{"step": s, "eval_loss": 8.5 - s / 20, "eval_tokens": 100} for s in (20, 30)]
+    (logs / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    (run / "student" / "train.json").write_text(json.dumps(
+        {"status": "done", "step": 30, "wall_s": 12.5, "train_rows": 10, "heldout_rows": 2,
+         "exported": {"step": 30}, "last": {**lines[2], "tokens_per_s": 900.0}}))
+    eval_rows = [{"lang": r["lang"], "student": {"cer": 0.5, "wer": 0.5 if r["lang"] == "en" else None, "ss": 0.7,
+                                                  "accepted": False, "duration_s": 2.0},
+                  "teacher": {"cer": r["cer"], "wer": r["wer"], "ss": r["ss"], "accepted": True, "duration_s": 2.5}}
+                 for r in rows]
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text(json.dumps(
+        {"aggregate": aggregate(eval_rows), "generation": {"tasks": 2, "wall_s": 4.0, "audio_s_per_wall_s": 1.0},
+         "ss_model": "resemblyzer-0.1.4"}))
+
+
+def test_report_of_a_filtered_run_with_a_student(filtered_run, tmp_path, capsys):
+    run = copy_run(filtered_run, tmp_path / "run")
+    chosen = reject_some(RunDir(run))
+    rows = RunDir(run).read_manifest().to_pylist()
+    add_student(run, [r for r in rows if r["id"] in {c["id"] for c in chosen}])
+    code, out, _ = in_process(capsys, "report", run)
+    assert code == 0 and out.strip() == f"report: {run / 'report.html'}"
+    html = (run / "report.html").read_text()
+    page = Page(html)
+    check_files(run, page)
+    assert page.headings == ["Run", "Yield per category", "CER/WER and speaker similarity", "Rejection reasons",
+                             "Duration distribution", "Throughput per stage", "Training curve",
+                             "Student vs teacher", "Listen"]
+    assert {"report/yield_heatmap.png", "report/hist_cer.png", "report/hist_ss.png", "report/rejections.png",
+            "report/training_curve.png"} <= set(page.images)
+    texts = [t.strip() for t in page.texts]
+    assert "cer > 0.35" in texts and "ss < 0.60" in texts  # rejection reasons without their figures
+    assert "0.35" in texts and "0.9" in texts and "0.6" in texts  # tiny.yaml's max_cer, mandarin's, min_ss
+    accepted = sum(1 for r in RunDir(run).read_manifest().to_pylist() if r["accepted"])
+    assert accepted <= 10 and f"{accepted} of 12 filtered" in " ".join(texts)
+    assert sum(1 for t in texts if t.startswith("rejected: ")) >= 2  # rejected rows can be heard
+    assert len(page.sources) >= 8 and "<script" not in html
+    # a rerun rebuilds the assets: nothing stale stays
+    (run / "report" / "stale.png").write_bytes(b"x")
+    assert in_process(capsys, "report", run)[0] == 0
+    assert not (run / "report" / "stale.png").exists()
+
+
+def test_report_of_a_synthesized_only_run(synthesized_run, tmp_path):
+    run = copy_run(synthesized_run[0], tmp_path / "run")
+    proc = stepforge("report", run)
+    assert proc.returncode == 0, proc.stderr
+    page = Page((run / "report.html").read_text())
+    check_files(run, page)
+    assert page.headings == ["Run", "Duration distribution", "Throughput per stage", "Listen"]
+    assert len(page.sources) == 8 and sum(1 for t in page.texts if t == "not filtered") == 8
+
+
+@pytest.mark.parametrize("extra", [[], ["--student", "nowhere"]])
+def test_report_bad_input_is_one_line(filtered_run, tmp_path, capsys, extra):
+    target = tmp_path if not extra else copy_run(filtered_run, tmp_path / "run")
+    code, out, err = in_process(capsys, "report", target, *extra)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("stepforge report: error: ")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_runs_lists_runs_as_text_and_json(filtered_run, synthesized_run, tmp_path, capsys):
+    root = tmp_path / "runs"
+    filtered = copy_run(filtered_run, root / "filtered")
+    copy_run(synthesized_run[0], root / "nightly" / "synth")
+    add_student(filtered, RunDir(filtered).read_manifest().to_pylist()[:2])
+    code, out, _ = in_process(capsys, "runs", root)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and lines[0].split()[:4] == ["run", "stages", "tasks", "accepted"]
+    overall = json.loads((filtered / "run.json").read_text())["stages"]["filter"]["yield_summary"]["all"]["all"]
+    assert lines[1].split()[:4] == ["filtered", "synthesize,filter,distill,eval", "12/12",
+                                    f"{overall['accepted']}/12"]
+    assert lines[2].split()[:3] == ["nightly/synth", "synthesize", "12/12"]
+    code, out, _ = in_process(capsys, "runs", root, "--json")
+    entries = json.loads(out)
+    assert [e["name"] for e in entries] == ["filtered", "nightly/synth"]
+    assert entries[0]["yield"] == overall["yield"] and entries[0]["student"]["mean_ss"] == 0.7 and entries[1]["student"] is None
+    assert all(e["bytes"] > 0 and e["updated"].endswith("Z") for e in entries)
+    code, _, err = in_process(capsys, "runs", tmp_path / "missing")
+    assert code == 2 and "no such folder" in err
