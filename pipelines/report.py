@@ -371,7 +371,11 @@ def write_report(run: str | Path, student: str | Path | None = None, eval_dir: s
     building = rundir.path / ".report.partial"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
-    page = Report(rundir, student_path, eval_json, building).build()
+    try:
+        page = Report(rundir, student_path, eval_json, building).build()
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     shutil.rmtree(assets, ignore_errors=True)
     building.rename(assets)
     target = rundir.path / "report.html"

@@ -8,9 +8,14 @@ import io
 
 import numpy as np
 
+from manifests.errors import UserError
+
 
 def _figure(width: float, height: float):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("stepforge report needs matplotlib: pip install matplotlib") from None
 
     matplotlib.use("Agg")  # no display; the report only writes files
     import matplotlib.pyplot as plt
