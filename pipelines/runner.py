@@ -12,7 +12,9 @@ the ledger says why (``did``). ``history`` keeps one line per stage per rerun.
 Growing a run: when the spec differs from the run's only by a higher ``count`` and texts appended
 to its sources, the new tasks are expanded from a spec of the added count over the added texts
 (all texts when none were added) with a seed of its own, and appended to tasks.parquet: existing
-task ids and rows stay as they are. A finished student is kept as ``RUN/students/NNN`` and the
+task ids and rows stay as they are; run.json's ``spec_hash`` becomes ``grown:HASH`` (so that
+`stepforge synthesize` refuses the run, whose tasks no spec expands to) and ``growth`` lists each
+step. A finished student is kept as ``RUN/students/NNN`` and the
 next one starts from it (``student.init``).
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pipelines.pipeline_config import Pipeline
 from pipelines.synthesize import Lineage, next_work, run_synthesis
 
 STAGES = ("synthesize", "filter", "distill", "eval")
+GROWN = "grown:"  # run.json spec_hash prefix of a run grown past its first spec (see the module docstring)
 
 
 class RunBusy(RunError):
@@ -195,6 +198,10 @@ def _claim(run: RunDir, p: Pipeline, teacher, codec) -> tuple[list, int]:
                 raise RunError(f"{run.path} was synthesized with {key} {info.get(key)}, not {value}; "
                                "use another --out")
 
+    if run.exists() and run.info().get("spec_hash") == GROWN + p.spec.hash:  # grown before by this spec
+        same_inputs(run.info())
+        run.write_info({**run.info(), **refresh})
+        return read_tasks(run.tasks), 0
     if not run.exists() or run.info().get("spec_hash") == p.spec.hash:
         tasks = p.spec.expand()
         claim_run(run, tasks, identity, lambda info: (same_inputs(info), _same_spec(run, info, p)),
@@ -206,16 +213,17 @@ def _claim(run: RunDir, p: Pipeline, teacher, codec) -> tuple[list, int]:
     added = _grown_tasks(run, info, p, old)
     tasks = sorted(old + added, key=lambda t: t.id)
     write_tasks(tasks, run.tasks)
-    growth = info.get("growth", []) + [{"at": utc_now(), "from_spec_hash": info.get("spec_hash"),
+    growth = info.get("growth", []) + [{"at": utc_now(), "from_spec_hash": info.get("spec_hash").removeprefix(GROWN),
                                         "to_spec_hash": p.spec.hash, "new_tasks": len(added)}]
-    run.write_info({**info, **refresh, "spec_hash": p.spec.hash, "spec_path": p.spec_source,
+    # a grown run's tasks are no spec's expansion: `stepforge synthesize` must not take it for one
+    run.write_info({**info, **refresh, "spec_hash": GROWN + p.spec.hash, "spec_path": p.spec_source,
                     "growth": growth})
     print(f"synthesize: the spec grew: {len(added)} new tasks, {len(old)} existing ones kept", flush=True)
     return tasks, len(added)
 
 
 def _same_spec(run: RunDir, info: dict, p: Pipeline) -> None:
-    if info.get("spec_hash") != p.spec.hash:
+    if info.get("spec_hash") not in (p.spec.hash, GROWN + p.spec.hash):
         raise RunError(f"{run.path} belongs to a different spec (hash {info.get('spec_hash')}, "
                        f"this spec {p.spec.hash}); use another --out")
 

@@ -132,7 +132,9 @@ def test_grown_text_file_adds_only_new_tasks_and_continues_the_student(piped):
     assert train["init"] == str((run / "students" / "000").resolve())
     assert json.loads((run / "students" / "000" / "train.json").read_text()) == old_step_student
     info = json.loads((run / "run.json").read_text())
-    assert info["growth"][-1]["new_tasks"] == len(MORE)
+    assert info["growth"][-1]["new_tasks"] == len(MORE) and info["spec_hash"].startswith("grown:")
+    assert cli_main(["run", str(pipeline), "--out", str(run), "--no-progress"]) == 0
+    assert all(e["did"] == "skipped: fingerprint holds" for e in ledger(run).values())
 
 
 def test_bad_pipeline_lists_every_problem(tmp_path):
