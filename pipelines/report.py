@@ -244,7 +244,7 @@ class Report:
             return
         (self.out / "audio").mkdir()
         parts = []
-        for key in sorted(cells, key=str)[:MAX_AUDIO_CELLS]:
+        for key in spread(list(cells), MAX_AUDIO_CELLS):
             clips = [c for side in (True, False, None) for c in cells[key][side][:SAMPLES_PER_SIDE]]
             players = "".join(self.clip(r) for r in clips)
             parts.append(f"<h3>{esc(a)}={esc(key[0])}, {esc(b)}={esc(key[1])}</h3>{players}")
@@ -283,12 +283,26 @@ class Report:
                 + "\n".join(self.sections) + "</body></html>\n")
 
 
+def spread(keys: list[tuple], limit: int) -> list[tuple]:
+    """At most ``limit`` (row, col) cells, sorted, chosen round-robin over the row values with each
+    row starting at another column, so that the cells shown cover as many values of both as fit."""
+    by_row: dict = defaultdict(list)
+    for key in sorted(keys, key=str):
+        by_row[key[0]].append(key)
+    queues = [row[k % len(row):] + row[:k % len(row)] for k, row in enumerate(by_row.values())]
+    chosen = []
+    for depth in range(max(map(len, queues), default=0)):
+        chosen += [q[depth] for q in queues if depth < len(q)]
+    return sorted(chosen[:limit], key=str)
+
+
 def reason_kind(reason: str | None) -> str:
     """A reject reason without its figures: ``cer 0.42 > 0.35`` -> ``cer > 0.35``, ``teacher
-    error: X`` -> ``teacher error``."""
+    error: X`` -> ``teacher error``, ``shard unreadable at offset 512`` -> ``... offset N``."""
     reason = reason or "(no reason)"
     head = reason.split(":")[0] if ":" in reason else reason
-    return re.sub(r"^(\w+) [-\d.]+ ([<>]=?) ", r"\1 \2 ", head).strip()
+    head = re.sub(r"^(\w+) [-\d.]+ ([<>]=?) ", r"\1 \2 ", head)
+    return re.sub(r"(?<![<>=] )(?<![\w.])\d+(\.\d+)?(?![\w.])", "N", head).strip()  # the threshold stays, other figures go
 
 
 def read_metrics(path: Path) -> list[dict]:

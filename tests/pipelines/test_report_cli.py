@@ -164,3 +164,14 @@ def test_runs_lists_runs_as_text_and_json(filtered_run, synthesized_run, tmp_pat
     assert all(e["bytes"] > 0 and e["updated"].endswith("Z") for e in entries)
     code, _, err = in_process(capsys, "runs", tmp_path / "missing")
     assert code == 2 and "no such folder" in err
+
+
+def test_reject_reasons_group_without_figures_and_audio_cells_spread():
+    from pipelines.report import reason_kind, spread
+
+    assert reason_kind("cer 0.42 > 0.35") == reason_kind("cer 0.90 > 0.35") == "cer > 0.35"
+    assert reason_kind("ss 0.51 < 0.60") == "ss < 0.60" and reason_kind("teacher error: boom") == "teacher error"
+    assert reason_kind("shard unreadable at offset 512: no sample there") == "shard unreadable at offset N"
+    cells = spread([(e, d) for e in "abc" for d in "xyz"], 3)
+    assert {c[0] for c in cells} == set("abc") and {c[1] for c in cells} == set("xyz")
+    assert len(spread([(e, d) for e in "abcdefg" for d in range(8)], 12)) == 12
