@@ -52,12 +52,14 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def table(header: list, rows: list[list], left: int = 1) -> str:
-    """An HTML table; the first ``left`` columns are left-aligned text. Every cell is escaped."""
+def table(header: list | None, rows: list[list], left: int = 1) -> str:
+    """An HTML table (no header row when ``header`` is None); the first ``left`` columns are
+    left-aligned text. Every cell is escaped."""
     def cells(row, tag):
         return "".join(f"<{tag}{' class=l' if i < left else ''}>{esc(v)}</{tag}>" for i, v in enumerate(row))
+    head = f"<tr>{cells(header, 'th')}</tr>" if header else ""
     body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows)
-    return f"<table><tr>{cells(header, 'th')}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def read_json(path: Path) -> dict | None:
@@ -114,7 +116,7 @@ class Report:
                 ["created", self.info.get("created_at")], ["manifest rows", len(self.rows)],
                 ["tasks", len({r["id"] for r in self.rows})],
                 ["accepted", f"{sum(1 for r in self.filtered if r['accepted'])} of {len(self.filtered)} filtered"]]
-        self.add("Run", table(["", ""], meta, left=2) + table(["stage", "status", "finished"], rows, left=3))
+        self.add("Run", table(None, meta, left=2) + table(["stage", "status", "finished"], rows, left=3))
 
     def yields(self) -> None:
         a, b = self.dims
@@ -147,10 +149,16 @@ class Report:
                 g["ss"].append(r["ss"])
         if not any(g["cer"] or g["ss"] for g in groups.values()):
             return
-        cer_groups = {k: (g["cer"], sorted(x for x in g["limit"] if x is not None)) for k, g in groups.items()}
-        ss_groups = {k: (g["ss"], [config.min_ss]) for k, g in groups.items()}
-        body = self.image("hist_cer.png", histograms(cer_groups, "CER (WER for English)", "max"), "CER histograms")
-        body += self.image("hist_ss.png", histograms(ss_groups, "SS (resemblyzer cosine)", "min"), "SS histograms")
+        cer_groups = {k: (g["cer"], sorted(x for x in g["limit"] if x is not None))
+                      for k, g in groups.items() if g["cer"]}
+        ss_groups = {k: (g["ss"], [config.min_ss]) for k, g in groups.items() if g["ss"]}
+        body = ""
+        if cer_groups:
+            body += self.image("hist_cer.png", histograms(cer_groups, "CER (WER for English)", "max"),
+                               "CER histograms")
+        if ss_groups:
+            body += self.image("hist_ss.png", histograms(ss_groups, "SS (resemblyzer cosine)", "min"),
+                               "SS histograms")
         rows = [[k, len(g["cer"]), fmt(float(np.mean(g["cer"])) if g["cer"] else None),
                  ", ".join("none (unscored)" if x is None else f"{x:g}" for x in sorted(g["limit"], key=lambda x: x or -1)),
                  len(g["ss"]), fmt(float(np.mean(g["ss"])) if g["ss"] else None), f"{config.min_ss:g}"]
@@ -216,7 +224,7 @@ class Report:
                  ["train rows", info.get("train_rows")], ["held-out rows", info.get("heldout_rows")],
                  ["parameters", info.get("parameters")], ["exported step", exported.get("step")],
                  ["wall s", info.get("wall_s")]]
-        self.add("Training curve", body + table(["", ""], facts, left=2))
+        self.add("Training curve", body + table(None, facts, left=2))
 
     def student_vs_teacher(self) -> None:
         agg = (self.eval or {}).get("aggregate")
