@@ -183,7 +183,8 @@ class StepAudioCodec(Stage):
 
     def process(self, records: list[dict]) -> list[dict]:
         """Records with ``tokens`` + ``audio`` (22.05 kHz) and ``n_tokens``, voiced by the
-        record's ``speaker_wav`` when it has one, with the Music decoder for rap and humming.
+        record's ``speaker_wav`` when it has one (else a built-in ``speaker``'s prompt, else the
+        default voice), with the Music decoder for rap and humming.
         Ids that do not decode set ``error`` instead of raising."""
         return [self._decode_record(r) for r in records]
 
@@ -199,8 +200,13 @@ class StepAudioCodec(Stage):
             out["error"] = f"invalid teacher tokens: {exc}"
             return out
         try:
-            voice = self.voice(record["speaker_wav"]) if record.get("speaker_wav") else None
-        except ValueError as exc:  # a UserError: a missing, silent or 8 kHz prompt
+            # the voice the LM teacher prompted with: the speaker's wav, a built-in speaker's,
+            # else the default
+            wav = record.get("speaker_wav")
+            if not wav and record.get("speaker"):
+                wav = builtin_prompt(record["speaker"])[0]
+            voice = self.voice(wav) if wav else None
+        except ValueError as exc:  # a UserError: a missing, silent or 8 kHz prompt, an unknown speaker
             out["error"] = f"voice prompt: {exc}"
             return out
         out["audio"] = self.detokenize(ids, voice, music=record.get("style") in MUSIC_STYLES)

@@ -123,6 +123,21 @@ def test_lm_teacher_prompts_as_upstream_with_the_stepaudio_codec(release):
     assert melvq.step_prompter is None and melvq.options["top_k"] == 0 and melvq.version != teacher.version
 
 
+def test_codec_stage_voices_a_builtin_speaker_as_the_teacher_prompts_it(release):
+    from engine.codec import load_codec
+    from engine.speakers import builtin_prompt
+
+    codec = load_codec(spec(release))
+    ids = np.array([65536, 65537, 66560, 66561, 66562] * 4, dtype=np.int32)
+    named, given, unknown = codec.process([
+        {"id": "a", "tokens": ids, "speaker": "ben", "error": ""},
+        {"id": "b", "tokens": ids, "speaker": "ben", "speaker_wav": builtin_prompt("ben")[0], "error": ""},
+        {"id": "c", "tokens": ids, "speaker": "nobody", "error": ""}])
+    np.testing.assert_array_equal(named["audio"], given["audio"])
+    assert not np.array_equal(named["audio"], codec.detokenize(ids))  # not the default voice
+    assert unknown["audio"] is None and "nobody" in unknown["error"]
+
+
 @pytest.fixture(scope="module")
 def pipeline(release, tmp_path_factory):
     """synthesize (tiny Step1 teacher, upstream prompts) -> filter -> distill -> eval, all CLI."""
