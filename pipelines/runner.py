@@ -1,13 +1,14 @@
-"""The stage runner of ``stepforge run``: synthesize -> filter -> distill -> eval on one run directory.
+"""The stage runner of ``stepforge run``: synthesize -> filter -> distill -> eval -> report on one run.
 
     run_pipeline(load_pipeline("pipelines/configs/pipeline_tiny.yaml"), RunDir("runs/p"))
 
 Each stage calls the job the standalone command runs, in this process. The ledger,
 ``run.json["pipeline"]["stages"][name]``, keeps each stage's fingerprint: a hash of its config,
 the digest of what it consumed (the tasks; the committed rows; the accepted rows; the student's
-train.json and the prompts) and the code and package versions. A stage whose fingerprint holds
-and that finished is skipped; any other runs (and resumes what an interrupted attempt left), and
-the ledger says why (``did``). ``history`` keeps one line per stage per rerun.
+train.json and the prompts; the other stages' fingerprints for the report) and the code and
+package versions. A stage whose fingerprint holds and that finished is skipped; any other runs
+(and resumes what an interrupted attempt left), and the ledger says why (``did``). ``history``
+keeps one line per stage per rerun.
 
 Growing a run: when the spec differs from the run's only by a higher ``count`` and texts appended
 to its sources, the new tasks are expanded from a spec of the added count over the added texts
@@ -39,7 +40,7 @@ from pipelines.identity import claim_run, identify, package_versions, utc_now
 from pipelines.pipeline_config import Pipeline
 from pipelines.synthesize import Lineage, next_work, run_synthesis
 
-STAGES = ("synthesize", "filter", "distill", "eval")
+STAGES = ("synthesize", "filter", "distill", "eval", "report")
 GROWN = "grown:"  # run.json spec_hash prefix of a run grown past its first spec (see the module docstring)
 
 
@@ -120,7 +121,8 @@ def _why(previous: dict, parts: dict, present: bool) -> str | None:
     changed = [k for k in ("config", "input", "versions") if previous.get("parts", {}).get(k) != parts[k]]
     if not changed:
         return None
-    names = {"config": "its config changed", "input": "its input changed", "versions": "code or package versions changed"}
+    names = {"config": "its config changed", "input": "its input changed",
+             "versions": "code or package versions changed"}
     return ", ".join(names[k] for k in changed)
 
 
@@ -305,6 +307,10 @@ class Distill:
     def run(ctx: Context) -> dict:
         from pipelines.commands import distill as command  # torch, deepspeed launcher
 
+        if ctx.ray_address:  # Ray Train joins with its own runtime env (DS_ACCELERATOR on CPU)
+            import ray
+
+            ray.shutdown()
         init = _continue_from(ctx)
         cfg = json.loads(json.dumps(ctx.pipeline.distill))
         if init:
@@ -393,4 +399,28 @@ def _prompts(ctx: Context) -> Path:
     return Path(given) if given else ctx.student / "heldout.jsonl"
 
 
-STAGE_FUNCS = {"synthesize": Synthesize, "filter": Filter, "distill": Distill, "eval": Eval}
+# -- report ----------------------------------------------------------------------------------------
+class Report:
+    @staticmethod
+    def config(ctx: Context) -> dict:
+        return {}
+
+    @staticmethod
+    def consumed(ctx: Context) -> str:
+        ledger = _ledger(ctx.run)
+        return digest([ledger.get(name, {}).get("fingerprint") for name in STAGES if name != "report"])
+
+    @staticmethod
+    def present(ctx: Context) -> bool:
+        return (ctx.run.path / "report.html").is_file()
+
+    @staticmethod
+    def run(ctx: Context) -> dict:
+        from pipelines.report import write_report  # matplotlib
+
+        path = write_report(ctx.run.path)
+        print(f"report: {path}", flush=True)
+        return {"path": str(path)}
+
+
+STAGE_FUNCS = {"synthesize": Synthesize, "filter": Filter, "distill": Distill, "eval": Eval, "report": Report}

@@ -1,5 +1,5 @@
-"""``stepforge run PIPELINE.yaml --out RUN``: synthesize -> filter -> distill -> eval, resumable and
-incremental; a rerun runs only the stages whose fingerprint changed (RUN/run.json "pipeline").
+"""``stepforge run PIPELINE.yaml --out RUN``: synthesize -> filter -> distill -> eval -> report,
+resumable and incremental; a rerun runs only the stages whose fingerprint changed (run.json).
 
 Exit status: 0 done; 1 a bug (traceback); 2 bad input (one line per problem); 3 RUN is in use by
 another run (without --wait); 4 a stage failed (the ledger records which; rerun to resume);
@@ -20,7 +20,7 @@ EXIT_STAGE_FAILED = 4
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run a whole pipeline (synthesize, filter, distill, eval) on one run directory",
+    p = sub.add_parser("run", help="a whole pipeline (synthesize, filter, distill, eval, report) on one run",
                        description=__doc__.split("\n")[0])
     p.add_argument("pipeline", help="pipeline YAML (see pipelines/configs/pipeline_tiny.yaml)")
     p.add_argument("--out", required=True, help="run directory (created, resumed or grown)")

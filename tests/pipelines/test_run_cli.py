@@ -62,11 +62,12 @@ def piped(tmp_path_factory):
 def test_full_run_records_every_stage(piped):
     _, _, run, proc = piped
     stages = ledger(run)
-    assert list(stages) == ["synthesize", "filter", "distill", "eval"]
+    assert list(stages) == ["synthesize", "filter", "distill", "eval", "report"]
     assert all(s["status"] == "done" and s["did"] == "first run of this stage" for s in stages.values())
     assert stages["synthesize"]["result"]["tasks_total"] == 5
     assert (run / "student" / "config.json").is_file() and (run / "eval" / "eval.json").is_file()
-    assert "run: eval: done" in proc.stdout
+    assert (run / "report.html").stat().st_size > 0
+    assert "run: report: done" in proc.stdout
 
 
 def test_rerun_skips_every_stage(piped):
@@ -102,6 +103,7 @@ def test_threshold_change_reruns_filter_and_later_only(piped):
     stages = ledger(run)
     assert stages["synthesize"]["did"] == "skipped: fingerprint holds"
     assert stages["filter"]["did"] == "its config changed"
+    assert stages["report"]["did"] == "its input changed"
     accepted = stages["filter"]["result"]["accepted"]
     # distill reruns exactly when the accepted rows changed
     assert (stages["distill"]["did"] == "its input changed") == (accepted != accepted_before)
