@@ -145,11 +145,12 @@ class SequenceBuilder:
         self.layout, self.tok, self._codec = layout, tokenizer, codec
         self._clones: dict = {}  # prompt wav -> its ids (engine.teachers.lm.clone_turn)
         self.corpus_codec: str | None = None  # set by Corpus.load: the runs' codec version
+        self.corpus_codec_spec: str | None = None  # and the --codec they were made with (run.json)
 
     @property
     def codec(self):
-        if self._codec is None:
-            self._codec = load_codec("melvq")
+        if self._codec is None:  # the runs' own codec (e.g. stepaudio:DIR), else the shipped one
+            self._codec = load_codec(self.corpus_codec_spec or "melvq")
         if self.corpus_codec and self._codec.version != self.corpus_codec:
             raise DataError(f"the runs were tokenized by {self.corpus_codec}; their clone prompts "
                             f"cannot be tokenized the same way with {self._codec.version}")
@@ -237,15 +238,17 @@ class Corpus:
 
     @classmethod
     def load(cls, runs: list[str | Path], builder: SequenceBuilder) -> "Corpus":
-        rows, versions = [], {}
+        rows, versions, specs = [], {}, []
         for run in runs:
             got, info = _accepted_rows(Path(run))
             versions[str(run)] = info.get("codec")
+            specs.append(info.get("codec_spec"))
             rows += got
         if len(set(versions.values())) > 1:
             raise DataError(f"the runs were tokenized by different codecs ({versions}); their "
                             "audio ids mean different things")
         builder.corpus_codec = version = next(iter(versions.values()))
+        builder.corpus_codec_spec = next((s for s in specs if s), None)
         seen: set[str] = set()
         unique = [r for r in rows if not (r.key in seen or seen.add(r.key))]
         return cls(unique, [builder.length(r) for r in unique], builder, version,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from engine import __version__
+from engine.codec import absolute_spec
 from engine.spec import GenerationSpec
 from filters.summary import format_yield
 from manifests import RunDir, RunError
@@ -102,7 +103,7 @@ def _claim(run: RunDir, spec, tasks, teacher, codec, args) -> None:
                                "use another --out")
 
     identity = {"spec_path": str(args.spec), "spec_hash": spec.hash, "seed": spec.seed,
-                "teacher": teacher.id, "codec": codec.version}
+                "teacher": teacher.id, "codec": codec.version, "codec_spec": absolute_spec(args.codec)}
     # the filter thresholds may change between reruns; the tasks may not (the spec hash)
     claim_run(run, tasks, identity, same_inputs, refresh={"spec": spec.to_dict()})
 

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from distill.data import Corpus, SequenceBuilder
+from engine.prompts import ByteTokenizer
 from engine.stepaudio import layout
 from pipelines.cli import main
 from pipelines.eval_prompts import prompt_record
@@ -167,6 +169,7 @@ def test_synthesize_filter_distill_eval_record_the_stepaudio_codec(pipeline):
     run = pipeline["run"]
     info = json.loads((run / "run.json").read_text())
     assert info["codec"] == version and info["teacher"].startswith("torch:Step-Audio-TTS-3B@")
+    assert info["codec_spec"].startswith(f"stepaudio:{pipeline['release']}?")  # absolute, for distill
     manifest = pq.read_table(run / "manifest.parquet").to_pylist()
     assert len(manifest) == 2 and all(r["status"] == "ok" for r in manifest), [r["error"] for r in manifest]
     for r in manifest:  # 22.05 kHz audio of the ids' length, whole 2:3 groups under the cap
@@ -176,6 +179,9 @@ def test_synthesize_filter_distill_eval_record_the_stepaudio_codec(pipeline):
     # babble may have no voiced frame for a speaker embedding; the rest passes the loose filter
     assert any(r["accepted"] for r in manifest)
     assert json.loads((pipeline["student"] / "train.json").read_text())["codec"] == version
+    builder = SequenceBuilder(ByteTokenizer().layout(), ByteTokenizer())
+    Corpus.load([run], builder)
+    assert builder.codec.version == version  # clone prompts of the corpus tokenized by its own codec
     report = json.loads((pipeline["eval"] / "eval.json").read_text())
     assert report["codec"] == version and report["n_prompts"] == 1
     assert report["rows"][0]["student"]["n_tokens"] > 0
