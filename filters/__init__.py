@@ -1,4 +1,5 @@
-"""stepforge filters: cheap quality checks, ASR-based CER/WER, speaker similarity, DNSMOS.
+"""stepforge filters: cheap quality checks, ASR-based CER/WER, speaker similarity, instruction
+adherence, DNSMOS.
 
     from filters import QualityFilter, CERFilter, SpeakerSimilarityFilter, FilterChain
     chain = FilterChain([QualityFilter(), CERFilter(), SpeakerSimilarityFilter(min_ss=0.75)])
@@ -7,6 +8,7 @@
 
 Heavy packages (faster-whisper, resemblyzer, funasr, onnxruntime) load in ``setup``, not on import.
 """
+from filters.adherence import AdherenceFilter, voice_baselines
 from filters.asr import ASR, ASRRouter, DEFAULT_ASR, load_asr
 from filters.base import FLAGS, Filter, FilterChain, RowProblem, Verdict, add_flags, get_audio, reject, run_chain
 from filters.cer import CERFilter, error_rate, text_scores
@@ -16,7 +18,8 @@ from filters.quality import QualityFilter
 from filters.speaker import SpeakerSimilarityFilter
 
 __all__ = [
-    "ASR", "ASRRouter", "CERFilter", "DEFAULT_ASR", "DNSMOSFilter", "FLAGS", "Filter", "FilterChain", "QualityFilter", "RowProblem",
+    "ASR", "ASRRouter", "AdherenceFilter", "CERFilter", "DEFAULT_ASR", "DNSMOSFilter", "FLAGS", "Filter", "FilterChain", "QualityFilter", "RowProblem",
     "SpeakerSimilarityFilter", "Verdict", "add_flags", "error_rate", "get_audio", "load_asr",
     "normalize", "reject", "run_chain", "text_scores", "to_simplified",
+    "voice_baselines",
 ]

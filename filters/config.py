@@ -7,6 +7,8 @@ or CLI flags (in that order of precedence, flags last).
                                             # default {cantonese: null}: Whisper base has no Cantonese)
     min_ss: 0.6                  # resemblyzer cosine; not comparable with WavLM SS figures
     min_dnsmos_ovrl: 2.0         # DNSMOS P.835 OVRL; null: score only (why not 3.0: filters.dnsmos)
+    adherence: {emotion: {tolerance_st: 1.5}, rap: null}   # instruction checks (filters.adherence);
+                                 # merged over its DEFAULT_ADHERENCE; null disables a check, or all
     asr: {en: {backend: faster-whisper, model: tiny.en}}   # default: filters.asr.DEFAULT_ASR
     no_asr: {fr: unscored}       # languages without an ASR: reject (default) or unscored
     quality: {max_silence: 0.6, max_clipping: 0.01}
@@ -19,6 +21,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from filters.adherence import AdherenceFilter, adherence_settings
 from filters.asr import DEFAULT_ASR
 from filters.cer import DEFAULT_PER_DIALECT, CERFilter
 from filters.dnsmos import DEFAULT_MIN_OVRL, DNSMOSFilter
@@ -34,6 +37,7 @@ class FilterConfig:
     per_dialect: dict = field(default_factory=lambda: dict(DEFAULT_PER_DIALECT))
     min_ss: float = 0.6
     min_dnsmos_ovrl: float | None = DEFAULT_MIN_OVRL
+    adherence: dict | None = field(default_factory=dict)
     asr: dict | None = None
     no_asr: dict = field(default_factory=dict)
     default_no_asr: str = "reject"
@@ -67,6 +71,10 @@ class FilterConfig:
         ovrl = self.min_dnsmos_ovrl
         if ovrl is not None and (isinstance(ovrl, bool) or not isinstance(ovrl, (int, float)) or not 1 <= ovrl <= 5):
             raise UserError(f"{where}: min_dnsmos_ovrl must be a MOS in 1..5 or null, got {ovrl!r}")
+        if self.adherence is not None:
+            if not isinstance(self.adherence, dict):
+                raise UserError(f"{where}: adherence must be a mapping of checks or null, got {self.adherence!r}")
+            adherence_settings(self.adherence, f"{where}: adherence")
         if self.batch_size < 1:
             raise UserError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
 
@@ -85,12 +93,14 @@ class FilterConfig:
             del data["score_rejected"]  # hashes from before the key existed stay valid
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
-    def build_chain(self) -> list:
-        """Cheap checks first, so the expensive models only see survivors (DNSMOS costs the most)."""
-        return [
-            QualityFilter(**self.quality),
-            CERFilter(asr=self.asr, max_cer=self.max_cer, per_style=self.per_style,
-                      no_asr=self.no_asr, default_no_asr=self.default_no_asr, per_dialect=self.per_dialect),
-            SpeakerSimilarityFilter(min_ss=self.min_ss, threads=self.ss_threads),
-            DNSMOSFilter(min_ovrl=self.min_dnsmos_ovrl),
-        ]
+    def build_chain(self, baselines: dict | None = None) -> list:
+        """Cheap checks first, so the expensive models only see survivors (DNSMOS costs the most).
+        ``baselines``: the run's voice baselines for the adherence checks
+        (:func:`filters.adherence.voice_baselines`); the adherence filter reuses the CER filter's
+        Whisper and only runs language id on rows the CER did not already vouch for."""
+        cer = CERFilter(asr=self.asr, max_cer=self.max_cer, per_style=self.per_style,
+                        no_asr=self.no_asr, default_no_asr=self.default_no_asr, per_dialect=self.per_dialect)
+        chain = [QualityFilter(**self.quality), cer, SpeakerSimilarityFilter(min_ss=self.min_ss, threads=self.ss_threads)]
+        if self.adherence is not None:
+            chain.append(AdherenceFilter(self.adherence, router=cer.router, baselines=baselines))
+        return chain + [DNSMOSFilter(min_ovrl=self.min_dnsmos_ovrl)]

@@ -40,6 +40,23 @@ def yield_summary(table: pa.Table) -> dict:
                 "mean_ss": _mean([r["ss"] for r in members]),
                 "unscored_cer": sum(1 for r in members if "unscored_cer" in (r["quality_flags"] or [])),
             }
+    adherence = adherence_summary(rows)
+    if adherence:
+        out["adherence"] = adherence
+    return out
+
+
+def adherence_summary(rows: list[dict]) -> dict:
+    """{check: {attempted: rows the adherence filter saw, accepted: those this check passed}}; the
+    reason names each failed check (``"emotion: ..."``). Empty for runs filtered without it."""
+    seen = [r for r in rows if r.get("adherence_ok") is not None]
+    out = {}
+    for check in ("lang", "emotion", "speed", "rap", "humming"):
+        failed = sum(1 for r in seen if f"{check}: " in (r.get("adherence_reason") or ""))
+        if seen:
+            out[check] = {"attempted": len(seen), "accepted": len(seen) - failed,
+                          "yield": round(1 - failed / len(seen), 4), "mean_cer": None, "mean_ss": None,
+                          "unscored_cer": 0}
     return out
 
 
@@ -50,10 +67,12 @@ def _fmt(x) -> str:
 def format_yield(summary: dict, ss_model: str = "resemblyzer") -> str:
     lines = [f"{'category':<28}{'accepted/attempted':>20}{'yield':>8}{'mean CER':>10}"
              f"{'mean SS':>9}{'unscored CER':>14}"]
-    for dim in ("all", *DIMENSIONS):
+    for dim in ("all", *DIMENSIONS, "adherence"):
         for value, s in summary.get(dim, {}).items():
             name = "all" if dim == "all" else f"{dim}={value}"
             lines.append(f"{name:<28}{s['accepted']:>9}/{s['attempted']:<10}{s['yield']:>8.0%}"
                          f"{_fmt(s['mean_cer']):>10}{_fmt(s['mean_ss']):>9}{s['unscored_cer']:>14}")
+    if summary.get("adherence"):
+        lines.append("(adherence=CHECK: rows that reached the adherence filter / those the check passed)")
     lines.append(f"(SS is {ss_model} cosine, not comparable with WavLM SS; CER is WER for English)")
     return "\n".join(lines)

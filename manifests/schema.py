@@ -2,7 +2,7 @@
 
 Synthesize fills the task fields, the outcome (``status``/``error``), token and audio sizes, where
 the sample lives (``shard``, ``offset``) and lineage. The filter stage fills ``cer``, ``wer``,
-``ss``, ``dnsmos_*``, ``quality_flags``, ``accepted`` and ``reject_reason``; until then they are null.
+``ss``, ``dnsmos_*``, ``adherence_*``, ``quality_flags``, ``accepted`` and ``reject_reason``; until then they are null.
 """
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ MANIFEST_SCHEMA = pa.schema(
         ("ss_model", pa.string()), ("ss_ref", pa.string()),      # embedding model; prompt/source
         # DNSMOS P.835 (1..5); null in manifests written before the column existed
         ("dnsmos_sig", pa.float32()), ("dnsmos_bak", pa.float32()), ("dnsmos_ovrl", pa.float32()),
+        # instruction adherence (filters.adherence); null where a check is off or does not apply
+        ("adherence_lang", pa.string()), ("adherence_lang_prob", pa.float32()),
+        ("adherence_emotion", pa.float32()), ("adherence_rate", pa.float32()),
+        ("adherence_beat_cv", pa.float32()), ("adherence_voiced", pa.float32()),
+        ("adherence_words", pa.float32()), ("adherence_ok", pa.bool_()), ("adherence_reason", pa.string()),
         ("filter_hash", pa.string()),
         ("spec_hash", pa.string()), ("teacher_id", pa.string()), ("codec_version", pa.string()),
         ("stepforge_version", pa.string()), ("created_at", pa.timestamp("s", tz="UTC")),
@@ -36,7 +41,10 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 FILTER_COLUMNS = ["cer", "wer", "ss", "quality_flags", "accepted", "reject_reason", "asr_text",
-                  "asr_model", "ss_model", "ss_ref", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "filter_hash"]
+                  "asr_model", "ss_model", "ss_ref", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl",
+                  "adherence_lang", "adherence_lang_prob", "adherence_emotion", "adherence_rate",
+                  "adherence_beat_cv", "adherence_voiced", "adherence_words", "adherence_ok",
+                  "adherence_reason", "filter_hash"]
 FILTER_SCHEMA = pa.schema([MANIFEST_SCHEMA.field("id"), MANIFEST_SCHEMA.field("attempt")]
                           + [MANIFEST_SCHEMA.field(c) for c in FILTER_COLUMNS])
 

@@ -4,8 +4,10 @@
 
 Each row is a record that passes through the stages :func:`filter_stages` builds on a pool of
 generic Ray workers: :class:`LoadSample` (the row's payloads from its shard), the filter chain
-(quality checks, then CER, then speaker similarity: a row rejected early never reaches the
-expensive models), then :class:`Verdicts` (just the verdict columns go back to the driver). The
+(quality checks, then CER, then speaker similarity, instruction adherence, DNSMOS: a row
+rejected early never reaches the expensive models; the adherence checks' per-voice baselines come
+from a pre-pass over the run's neutral rows, :func:`run_baselines`), then :class:`Verdicts`
+(just the verdict columns go back to the driver). The
 driver journals verdicts in parts and merges them into manifest.parquet; a rerun scores only rows
 without a verdict under the same config, and a changed config rescores everything.
 """
@@ -18,6 +20,7 @@ import yaml
 from tqdm import tqdm
 
 from filters import FilterChain, reject
+from filters.adherence import is_baseline_row, voice_baselines
 from filters.config import FilterConfig
 from filters.summary import format_yield, yield_summary
 from manifests import RunDir, read_sample, sample_key
@@ -78,10 +81,22 @@ def verdict_row(record: dict, config_hash: str) -> dict:
     return out
 
 
-def filter_stages(run: str, config: dict) -> list[Stage]:
+def filter_stages(run: str, config: dict, baselines: dict | None = None) -> list[Stage]:
     """The stages of one filter worker (see the module docstring)."""
     config_ = FilterConfig.from_dict(config)
-    return [LoadSample(run), FilterChain(config_.build_chain(), config_.score_rejected), Verdicts(config_.hash)]
+    chain = FilterChain(config_.build_chain(baselines), config_.score_rejected)
+    return [LoadSample(run), chain, Verdicts(config_.hash)]
+
+
+def run_baselines(run: RunDir, table, config: FilterConfig) -> dict:
+    """The adherence checks' voice baselines (:func:`filters.adherence.voice_baselines`) from
+    every neutral, normal-speed speech row of the run, scored or not: a pre-pass in the driver
+    (F0 and speech span of those rows only, a few ms each), handed to every worker as data."""
+    if config.adherence is None:
+        return {}
+    rows = [r for r in table.select(list(ROW_FIELDS) + ["status"]).to_pylist()
+            if r["status"] == "ok" and is_baseline_row(r)]
+    return voice_baselines(LoadSample(run.path).process(rows))
 
 
 def load_config(run: RunDir, path: str | None, **overrides) -> FilterConfig:
@@ -158,7 +173,8 @@ def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None,
     try:
         if todo:
             resources = combined_resources(config.build_chain())
-            for verdicts in map_stages(todo, filter_stages, {"run": str(run.path), "config": vars(config)},
+            params = {"run": str(run.path), "config": vars(config), "baselines": run_baselines(run, table, config)}
+            for verdicts in map_stages(todo, filter_stages, params,
                                        resources, batch_size=config.batch_size, workers=config.workers,
                                        address=address):
                 for verdict in verdicts:
