@@ -13,29 +13,12 @@ from engine.stepaudio import layout
 from engine.stepaudio.codec import StepAudioCodec
 from manifests.errors import UserError
 from manifests.stage import Stage
-from tests.engine.stepaudio.tiny_campplus import write_tiny_campplus
-from tests.engine.stepaudio.tiny_flow import write_tiny_flow
-from tests.engine.stepaudio.tiny_hift import write_tiny_hift
-from tests.engine.stepaudio.tiny_paraformer import write_tiny_tokenizer_vq02
-from tests.engine.stepaudio.tiny_tts3b import write_tiny_tts3b
-from tests.engine.stepaudio.tiny_vq06 import write_tiny_vq06_onnx
-
-
-def write_tiny_checkpoint(root, seed: int = 0):
-    """MODEL_PATH with Step-Audio-Tokenizer/ and Step-Audio-TTS-3B/ (both decoders), all tiny."""
-    tok = write_tiny_tokenizer_vq02(root, seed=seed)
-    write_tiny_vq06_onnx(tok / "speech_tokenizer_v1.onnx", seed=seed)
-    tts = write_tiny_tts3b(root / layout.TTS_NAME, seed=seed, weights=False)
-    for i, name in enumerate((layout.COMMON_NAME, layout.MUSIC_NAME)):
-        section = write_tiny_hift(tts / name, seed=seed + 10 * i)
-        write_tiny_flow(tts / name, seed=seed + 10 * i, hift=section)
-        write_tiny_campplus(tts / name / "campplus.onnx", seed=seed + 10 * i)
-    return root
+from tests.engine.stepaudio.tiny_release import write_tiny_release
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("stepaudio"))
+    return write_tiny_release(tmp_path_factory.mktemp("stepaudio"), lm_weights=False)
 
 
 @pytest.fixture(scope="module")
