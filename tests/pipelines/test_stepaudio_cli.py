@@ -99,7 +99,7 @@ def test_bad_release_or_prompt_is_one_line(release, tmp_path, capsys, what, comm
         else ["codec", "decode", str(ids), str(tmp_path / "out.wav"), *voice]
     assert main([*args, "--codec", f"stepaudio:{root}?steps=1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"stepforge codec: error: ") and expect in err, err
+    assert err.count("\n") == 1 and err.startswith("stepforge codec: error: ") and expect in err, err
 
 
 def test_lm_teacher_prompts_as_upstream_with_the_stepaudio_codec(release):
