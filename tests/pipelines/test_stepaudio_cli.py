@@ -121,6 +121,9 @@ def test_lm_teacher_prompts_as_upstream_with_the_stepaudio_codec(release):
         prompter.tokenizer.encode(f"system\n{RAP_PROMPT}"))]
     assert teacher.options["top_k"] == 50  # upstream's sampling; the user's top_k wins
     assert make_teacher(f"torch:{tts}?top_k=5", codec=codec).options["top_k"] == 5
+    # a vLLM server of the teacher: the prompt tokenizer comes from the codec's TTS dir
+    http = make_teacher("http:http://127.0.0.1:9", codec=codec)  # the engine starts on first use
+    assert http.model_dir == tts and http.prompt(task) == teacher.prompt(task)
     melvq = make_teacher(f"torch:{tts}", codec=load_codec("melvq"))  # the project's own prompt
     assert melvq.step_prompter is None and melvq.options["top_k"] == 0 and melvq.version != teacher.version
 
