@@ -1,12 +1,20 @@
 """Filter job throughput vs the plain seed-tts-eval loop, same models, one process.
 
     python -m bench.filter_throughput [--run RUN] [--tasks 48]
+    python -m bench.filter_throughput --chains [--score-all] [--run RUN] [--tasks 48]
 
 Without --run it synthesizes an English reference-teacher run of --tasks utterances first.
 Candidate: the filter job (Ray actor pool, batched/packed tiny.en, batched resemblyzer, cheap
 checks first). Baseline: one utterance at a time, as seed-tts-eval scores: load the audio,
 transcribe it, WER with jiwer, embed generated and reference audio, cosine. Both timings include
 loading the models; Ray is started before either. Prints audio seconds scored per wall second.
+
+``--chains``: the cost of the newer checks, in one process on the same decoded rows of a mixed
+run (en + zh, emotions, speeds, rap, humming): the previous chain (quality, CER, speaker
+similarity) vs + DNSMOS vs + instruction adherence (and DNSMOS), models loaded before timing,
+thresholds from the run's spec, a row rejected early skipped by the later filters as in the job
+(``--score-all``: every row through every filter, as eval scores). Prints rows/s and the ratio to
+the previous chain.
 """
 from __future__ import annotations
 
@@ -29,13 +37,29 @@ filter:
   max_cer: 0.35
   min_ss: 0.6
 """
+MIXED_SPEC = """name: bench-chains
+seed: 12
+count: {count}
+texts:
+  - builtin: [en, zh]
+categories:
+  emotion: {{neutral: 3, happy: 1, sad: 1}}
+  intensity: {{3: 1}}
+  dialect: {{english: 1, mandarin: 1}}
+  style: {{speech: 6, rap: 1, humming: 1}}
+  speed: {{normal: 3, fast1: 1, slow1: 1}}
+filter:
+  max_cer: 0.35
+  per_dialect: {{mandarin: 0.9}}
+  min_ss: 0.6
+"""
 
 
-def make_run(folder: Path, tasks: int) -> Path:
+def make_run(folder: Path, tasks: int, spec_text: str = SPEC) -> Path:
     from pipelines.cli import main
 
     spec = folder / "spec.yaml"
-    spec.write_text(SPEC.format(count=tasks))
+    spec.write_text(spec_text.format(count=tasks))
     out = folder / "run"
     if main(["synthesize", str(spec), "--out", str(out), "--no-progress"]) != 0:
         raise SystemExit("synthesize failed")
@@ -81,6 +105,55 @@ def filter_job(run) -> tuple[float, list[float]]:
     return wall, cers
 
 
+def chain_costs(run, score_all: bool = False) -> list[tuple[str, float]]:
+    """(chain name, wall s) for the previous chain, + DNSMOS, + adherence, on the same rows."""
+    from filters.adherence import AdherenceFilter, voice_baselines
+    from filters.base import run_chain
+    from filters.cer import CERFilter
+    from filters.dnsmos import DNSMOSFilter
+    from filters.quality import QualityFilter
+    from filters.speaker import SpeakerSimilarityFilter
+    from pipelines.filter_job import ROW_FIELDS, LoadSample, load_config
+
+    config = load_config(run, None)
+    rows = [{k: r[k] for k in ROW_FIELDS} for r in run.journal_table().to_pylist() if r["status"] == "ok"]
+    samples = LoadSample(run.path).process(rows)
+    cer = CERFilter(asr=config.asr, max_cer=config.max_cer, per_style=config.per_style,
+                    no_asr=config.no_asr, default_no_asr=config.default_no_asr, per_dialect=config.per_dialect)
+    previous = [QualityFilter(**config.quality), cer, SpeakerSimilarityFilter(min_ss=config.min_ss)]
+    dnsmos = DNSMOSFilter(min_ovrl=config.min_dnsmos_ovrl)
+    adherence = AdherenceFilter(config.adherence, router=cer.router, baselines=voice_baselines(samples))
+    chains = [("quality + CER + SS (previous)", previous), ("+ DNSMOS", previous + [dnsmos]),
+              ("+ adherence + DNSMOS (now)", previous + [adherence, dnsmos])]
+    for f in previous + [dnsmos, adherence]:
+        f.setup()
+    run_chain(previous, samples[:2], score_rejected=True)  # warm caches outside the timings
+    out = []
+    for name, chain in chains:
+        start = time.perf_counter()
+        for i in range(0, len(samples), config.batch_size):
+            run_chain(chain, samples[i:i + config.batch_size], score_rejected=score_all)
+        out.append((name, time.perf_counter() - start))
+    return out
+
+
+def chains_main(args) -> None:
+    from manifests import RunDir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(args.run or make_run(Path(tmp), args.tasks, MIXED_SPEC))
+        table = run.journal_table()
+        ok = [s == "ok" for s in table.column("status").to_pylist()]
+        audio_s = float(np.nansum([d for d, k in zip(table.column("duration_s").to_pylist(), ok) if k and d]))
+        costs = chain_costs(run, args.score_all)
+    n = sum(ok)
+    print(f"{n} rows, {audio_s:.1f} s of audio, one process, "
+          f"{'every row through every filter' if args.score_all else 'rejected rows skip later filters'}")
+    print(f"{'chain':<34}{'wall s':>8}{'rows/s':>8}{'audio s/s':>11}{'vs previous':>13}")
+    for name, wall in costs:
+        print(f"{name:<34}{wall:>8.1f}{n / wall:>8.2f}{audio_s / wall:>11.2f}{costs[0][1] / wall:>12.2f}x")
+
+
 def main() -> None:
     from manifests import RunDir
     from pipelines.actor_pool import init_ray
@@ -88,7 +161,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=None)
     parser.add_argument("--tasks", type=int, default=48)
+    parser.add_argument("--chains", action="store_true", help="previous chain vs + DNSMOS vs + adherence")
+    parser.add_argument("--score-all", action="store_true", help="--chains: every row through every filter")
     args = parser.parse_args()
+    if args.chains:
+        return chains_main(args)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(args.run or make_run(Path(tmp), args.tasks))
         audio_s = float(np.nansum(run.read_manifest().column("duration_s").to_numpy(zero_copy_only=False)))
