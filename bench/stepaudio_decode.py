@@ -165,29 +165,10 @@ def plus(a: Timing, b: Timing) -> Timing:
     return t
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, nargs="+", default=[10, 5], help="Euler step counts of the flow")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="the flow's dtype (HiFT is fp32)")
-    parser.add_argument("--weights", type=Path, help="dir to keep the written checkpoints in (default: a temp dir)")
-    parser.add_argument("--skip-encode", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    from engine.codec import load_codec
+def bench_decode(args, decoder_dir: Path, melvq, loads: list[float]) -> list[tuple]:
+    """Flow per Euler-step count, HiFT, their sums and melvq detokenize on the same 415 ids."""
     from engine.stepaudio.flow import FlowDecoder
     from engine.stepaudio.hift import HiFT
-    from engine.stepaudio.tokenizer import StepAudioTokenizer
-
-    tmp = None if args.weights else tempfile.TemporaryDirectory(prefix="stepaudio_bench_")
-    root = args.weights or Path(tmp.name)
-    root.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    decoder_dir, tokenizer_dir = write_released(root)
-    print(f"checkpoints in {root} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     rng = np.random.default_rng(0)
     ids, prompt_ids = random_ids(83, rng), random_ids(25, rng)
@@ -195,11 +176,7 @@ def main(argv=None) -> int:
     embedding = rng.standard_normal(192).astype(np.float32)
     flow = FlowDecoder.from_dir(decoder_dir, device=args.device, dtype=DTYPES[args.dtype])
     hift = HiFT.from_dir(decoder_dir).to(args.device)
-    melvq = load_codec("melvq")
-    loads: list[float] = [load1()]
-    rows = []  # (section, name, seconds, audio seconds)
-
-    mel = None
+    rows, mel = [], None
     for n in args.steps:
         def run(n=n):
             return flow.inference(ids - 65536, prompt_ids - 65536, prompt_mel, embedding, n_steps=n, seed=0)
@@ -215,24 +192,61 @@ def main(argv=None) -> int:
     t, out = timed(lambda: melvq.detokenize(ids), args.repeats, loads)
     rows.append(("decode", "melvq detokenize (cpu)", t, len(out) / melvq.sample_rate))
     print(f"HiFT: {t_hift:.3f} s (cpu {t_hift.cpu:.3f}); melvq detokenize: {t:.3f} s (cpu {t.cpu:.3f})", flush=True)
-    del flow, hift
+    return rows
 
+
+def bench_encode(args, tokenizer_dir: Path, melvq, loads: list[float]) -> list[tuple]:
+    """vq02, vq06 (each warmed on 1 s), their sum and melvq tokenize on the same 10 s of speech."""
+    from engine.stepaudio.tokenizer import StepAudioTokenizer
+
+    tok = StepAudioTokenizer.from_dir(tokenizer_dir, threads=args.threads)
+    if args.device != "cpu":
+        from engine.stepaudio.vq02 import Vq02Tokenizer
+
+        tok.vq02 = Vq02Tokenizer.from_dir(tokenizer_dir, dither=0.0, device=args.device)
+    wav16k = speech_16k(10.0)
+    rows = []
+    parts = [(f"vq02: Paraformer-large streaming ({args.device} fp32)", tok.vq02.codes),
+             ("vq06: S3Tokenizer-v1-size stand-in ONNX (cpu)", tok.vq06.codes),
+             ("melvq tokenize (cpu)", melvq.tokenize)]
+    for name, fn in parts:
+        t, _ = timed(lambda fn=fn: fn(wav16k), args.repeats, loads, warm=lambda fn=fn: fn(wav16k[:16000]))
+        rows.append(("encode", name, t, 10.0))
+        print(f"{name}: {t:.3f} s (cpu {t.cpu:.3f} s)", flush=True)
+    # preprocessing (a no-op resample, peak normalisation) and the merge take milliseconds
+    rows.insert(-1, ("encode", "Step-Audio encode = vq02 + vq06", plus(rows[0][2], rows[1][2]), 10.0))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 5], help="Euler step counts of the flow")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="the flow's dtype (HiFT is fp32)")
+    parser.add_argument("--weights", type=Path, help="dir to keep the written checkpoints in (default: a temp dir)")
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--skip-encode", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from engine.codec import load_codec
+
+    tmp = None if args.weights else tempfile.TemporaryDirectory(prefix="stepaudio_bench_")
+    root = args.weights or Path(tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    decoder_dir, tokenizer_dir = write_released(root)
+    print(f"checkpoints in {root} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    melvq = load_codec("melvq")
+    loads: list[float] = [load1()]
+    rows = []  # (section, name, Timing, audio seconds)
+    if not args.skip_decode:
+        rows += bench_decode(args, decoder_dir, melvq, loads)
     if not args.skip_encode:
-        tok = StepAudioTokenizer.from_dir(tokenizer_dir, threads=args.threads)
-        if args.device != "cpu":
-            from engine.stepaudio.vq02 import Vq02Tokenizer
-
-            tok.vq02 = Vq02Tokenizer.from_dir(tokenizer_dir, dither=0.0, device=args.device)
-        wav16k = speech_16k(10.0)
-        parts = [(f"vq02: Paraformer-large streaming ({args.device} fp32)", tok.vq02.codes),
-                 ("vq06: S3Tokenizer-v1-size stand-in ONNX (cpu)", tok.vq06.codes),
-                 ("melvq tokenize (cpu)", melvq.tokenize)]
-        for name, fn in parts:
-            t, _ = timed(lambda fn=fn: fn(wav16k), args.repeats, loads, warm=lambda fn=fn: fn(wav16k[:16000]))
-            rows.append(("encode", name, t, 10.0))
-            print(f"{name}: {t:.3f} s (cpu {t.cpu:.3f} s)", flush=True)
-        # preprocessing (a no-op resample, peak normalisation) and the merge take milliseconds
-        rows.insert(-1, ("encode", "Step-Audio encode = vq02 + vq06", plus(rows[-3][2], rows[-2][2]), 10.0))
+        rows += bench_encode(args, tokenizer_dir, melvq, loads)
 
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
           f"median of {args.repeats} after one warm-up; 1-min load average {min(loads):.2f}..{max(loads):.2f}")
