@@ -1,5 +1,5 @@
-# stepforge: `make quickstart` (install, then synthesize -> filter -> distill a tiny student -> score
-# it, on the built-in spec) and `make test`.
+# stepforge: `make quickstart` (install, then `stepforge run` on the built-in pipeline: synthesize ->
+# filter -> distill a tiny student -> eval -> report) and `make test`.
 # Both create .venv and install everything on a fresh machine. Elsewhere than here, torch's CPU
 # build comes from PyTorch's CPU wheel index: pass it through pip's own environment
 # (PIP_EXTRA_INDEX_URL=...) rather than editing this file.
@@ -28,9 +28,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS) tests
 
 quickstart: $(STAMP)
-	$(BIN)/stepforge synthesize pipelines/configs/builtin.yaml --out $(RUN)
-	$(BIN)/stepforge filter $(RUN)
-	$(BIN)/stepforge distill $(RUN) --out $(RUN)/student --config pipelines/configs/distill_tiny.yaml
+	$(BIN)/stepforge run pipelines/configs/quickstart.yaml --out $(RUN)
+	@echo "report: $(RUN)/report.html"
 	@echo "serve the student: $(BIN)/stepforge serve $(RUN)/student  (then: curl http://127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json' -d '{\"model\": \"student\", \"input\": \"Hello there.\", \"response_format\": \"wav\"}' -o hello.wav)"
 
 bench: $(STAMP)
