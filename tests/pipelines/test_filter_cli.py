@@ -91,7 +91,12 @@ def test_chinese_rows_are_scored_by_the_packaged_whisper_base(filtered):
     assert chinese
     for r in chinese:
         assert r["cer"] is not None and r["asr_model"] == "faster-whisper:base", r
-        assert r["accepted"] or r["reject_reason"].startswith(("cer ", "ss ")), r
+        assert r["accepted"] or r["reject_reason"].startswith(("cer ", "ss ", "adherence ")), r
+        if r["reject_reason"].startswith("adherence "):
+            # it passed CER and SS, then the adherence checks rejected it (e.g. a borderline
+            # Mandarin reading that Whisper's language id hears as another language)
+            assert r["cer"] <= 0.9 and r["ss"] >= 0.6, r
+            continue
         assert r["accepted"] == (r["cer"] <= 0.9 and r["ss"] >= 0.6), r  # the spec's per_dialect threshold
     summary = run.info()["stages"]["filter"]["yield_summary"]
     assert summary["lang"]["zh"]["unscored_cer"] == 0
