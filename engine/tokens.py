@@ -121,6 +121,15 @@ def check_audio_ids(ids: Sequence[int], layout: TokenLayout = STEP_AUDIO) -> np.
     return ids
 
 
+def teacher_audio_ids(ids: Sequence[int], layout: TokenLayout = STEP_AUDIO) -> np.ndarray:
+    """A teacher's generated ids as a codec decodes them: :func:`check_audio_ids`, as ``int32
+    [n]``, and not empty (ValueError "no audio tokens")."""
+    ids = check_audio_ids(ids, layout).astype(np.int32)
+    if ids.size == 0:
+        raise ValueError("no audio tokens")
+    return ids
+
+
 def deinterleave(ids: Sequence[int], layout: TokenLayout = STEP_AUDIO) -> tuple[list[int], list[int]]:
     """Split LM audio ids back into (vq02 codes, vq06 codes); inverse of :func:`interleave`."""
     groups = check_audio_ids(ids, layout).reshape(-1, GROUP)

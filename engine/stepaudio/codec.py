@@ -41,7 +41,7 @@ from engine.stepaudio.layout import StepAudioCheckpoint, resolve
 from engine.stepaudio.merge import decoder_tokens
 from engine.stepaudio.prompt import PromptConditioner
 from engine.stepaudio.tokenizer import StepAudioTokenizer
-from engine.tokens import check_audio_ids
+from engine.tokens import teacher_audio_ids
 from manifests.errors import UserError
 from manifests.stage import Stage
 
@@ -193,9 +193,7 @@ class StepAudioCodec(Stage):
         if out.get("error") or out.get("tokens") is None:
             return out
         try:
-            ids = check_audio_ids(out["tokens"]).astype(np.int32)
-            if ids.size == 0:
-                raise ValueError("no audio tokens")
+            ids = teacher_audio_ids(out["tokens"])
         except ValueError as exc:
             out["error"] = f"invalid teacher tokens: {exc}"
             return out
