@@ -82,3 +82,15 @@ def filtered_run(synthesized_run, tmp_path_factory):
     out = copy_run(synthesized_run[0], tmp_path_factory.mktemp("filtered") / "run")
     stepforge("filter", out, "--no-progress", check=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch intra-op thread for a module of tiny models: their many small ops on a busy
+    2-core machine run far slower with two OpenMP threads waiting on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,14 +19,7 @@ VQ02 = (LAYOUT.vq02_offset, LAYOUT.vq06_offset)
 VQ06 = (LAYOUT.vq06_offset, LAYOUT.audio_end)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Decoding tiny models is many small ops; on a busy 2-core machine two OpenMP threads wait on
-    # each other far longer than the ops take.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ def max_err(ours: torch.Tensor, name: str) -> float:
     return float(np.abs(ours.detach().numpy() - ref).max())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convs on 2 shared cores: two intra-op threads spin and run ~50x slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
