@@ -15,11 +15,12 @@ from filters.cer import CERFilter, error_rate, text_scores
 from filters.dnsmos import DNSMOSFilter
 from filters.normalize import normalize, to_simplified
 from filters.quality import QualityFilter
+from filters.seedtts import seed_tts_error_rate, seed_tts_units
 from filters.speaker import SpeakerSimilarityFilter
 
 __all__ = [
     "ASR", "ASRRouter", "AdherenceFilter", "CERFilter", "DEFAULT_ASR", "DNSMOSFilter", "FLAGS", "Filter", "FilterChain", "QualityFilter", "RowProblem",
     "SpeakerSimilarityFilter", "Verdict", "add_flags", "error_rate", "get_audio", "load_asr",
-    "normalize", "reject", "run_chain", "text_scores", "to_simplified",
+    "normalize", "reject", "run_chain", "seed_tts_error_rate", "seed_tts_units", "text_scores", "to_simplified",
     "voice_baselines",
 ]

@@ -1,4 +1,9 @@
-"""Text normalisation for CER/WER, as the seed-tts-eval protocol does it.
+"""Text normalisation for the CER/WER filters: seed-tts-eval's rules, made more lenient.
+
+Lenient where seed-tts-eval's run_wer.py is literal: curly apostrophes count as ASCII ones, Chinese
+is lowercased, traditional characters are simplified on both sides, NFC is applied, all Unicode
+punctuation goes and any whitespace separates words. Figures reported as seed-tts-eval figures use
+:mod:`filters.seedtts`, which matches the script exactly (eval.json names the one each figure used).
 
 English (and other spaced languages): lowercase, punctuation removed (apostrophes kept), whitespace
 collapsed, split into words. Chinese (and Japanese): traditional -> simplified, punctuation (CJK and
