@@ -11,6 +11,12 @@ transcript), or one ``speakers.jsonl`` with rows ``{"name": ..., "wav": ..., "te
 
 Every prompt is checked: readable audio, 0.5-30 s long, not silent, a non-empty transcript. A bad
 one raises :class:`~engine.spec.errors.SpecError` naming the file.
+
+A task stores a packaged prompt by name, ``builtin:amy.wav`` (:func:`prompt_ref`), never by the
+path of the checkout that expanded it, and whatever reads a task's ``speaker_wav`` opens
+:func:`prompt_path` of it: runs keep working when the package moves. Runs made before stored the
+absolute path; a missing one of the packaged layout (``/old/checkout/engine/data/speakers/amy.wav``
+for speaker ``amy``) resolves to the packaged prompt of that name.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ MIN_SECONDS, MAX_SECONDS = 0.5, 30.0
 # Below -60 dBFS peak or -80 dBFS RMS nothing a speaker encoder can use is left.
 SILENT_PEAK, SILENT_RMS = 1e-3, 1e-4
 JSONL = "speakers.jsonl"
+BUILTIN_REF = "builtin:"  # a task's speaker_wav naming a packaged prompt: "builtin:amy.wav"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,11 @@ class Speaker:
     name: str
     wav_path: str
     text: str
+
+    @property
+    def ref(self) -> str:
+        """What a task stores as its ``speaker_wav``: :func:`prompt_ref` of the wav."""
+        return prompt_ref(self.wav_path)
 
     def wav_sha256(self) -> str:
         """Hex digest of the prompt audio bytes: tasks hash it so a changed prompt changes ids."""
@@ -64,6 +76,32 @@ def builtin_prompt(name: str) -> tuple[str, str]:
     if not name.isidentifier() or not txt.is_file():  # isidentifier: no path in a name
         raise UserError(f"speaker {name!r} has no prompt wav and is not built in")
     return str(BUILTIN_SPEAKERS / f"{name}.wav"), txt.read_text(encoding="utf-8").strip()
+
+
+def prompt_ref(wav_path: str) -> str:
+    """What a task stores as ``speaker_wav`` for the prompt at ``wav_path``: ``builtin:NAME.wav``
+    for a packaged prompt, else the path as it is."""
+    path = Path(wav_path)
+    return f"{BUILTIN_REF}{path.name}" if path.parent == BUILTIN_SPEAKERS else wav_path
+
+
+def prompt_path(stored: str, speaker: str = "") -> str:
+    """The file to open for a task's ``speaker_wav`` (``stored``) of speaker ``speaker``.
+
+    ``builtin:NAME.wav`` -> the packaged prompt; an absolute path that does not exist but was the
+    packaged prompt of built-in ``speaker`` in another checkout (``.../engine/data/speakers/
+    SPEAKER.wav``) -> the packaged prompt of that name; anything else (``""`` too) as it is, for
+    the reader to report when it cannot be read.
+    """
+    if stored.startswith(BUILTIN_REF):
+        name = stored[len(BUILTIN_REF):]
+        return str(BUILTIN_SPEAKERS / name) if name and name == Path(name).name and name != ".." else stored
+    path = Path(stored)
+    moved = (speaker and path.is_absolute() and path.stem == speaker
+             and path.parent.parts[-3:] == ("engine", "data", "speakers") and not path.exists())
+    if moved and (BUILTIN_SPEAKERS / path.name).is_file():
+        return str(BUILTIN_SPEAKERS / path.name)
+    return stored
 
 
 def load_speakers(folder) -> list[Speaker]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.audio import SAMPLE_RATE, read_audio
 from engine.speaker_embed import MIN_SAMPLES, embed_batch, load_encoder, model_id
+from engine.speakers import prompt_path
 from filters.base import Filter, RowProblem, Verdict, add_flags, get_audio, reject
 
 
@@ -79,7 +80,7 @@ class SpeakerSimilarityFilter(Filter):
         """(reference, kind, is_embedding): paths give cached embeddings, arrays or bytes give
         preprocessed wavs; None when the row has no reference."""
         if sample.get("speaker_wav"):
-            return self._embed_path(str(sample["speaker_wav"]), "speaker prompt"), "prompt", True
+            return self._embed_path(_prompt(sample), "speaker prompt"), "prompt", True
         ref = sample.get("reference_audio")
         if isinstance(ref, str) and ref:
             return self._embed_path(ref, "reference audio"), "reference", True
@@ -101,7 +102,7 @@ class SpeakerSimilarityFilter(Filter):
 
     def _warm_cache(self, samples: list[dict]) -> None:
         """Embed every reference path of the batch not yet cached, in one encoder pass."""
-        paths = {str(p) for s in samples for p in (s.get("speaker_wav"), s.get("reference_audio"),
+        paths = {str(p) for s in samples for p in (s.get("speaker_wav") and _prompt(s), s.get("reference_audio"),
                  self.references.get(s.get("speaker") or s.get("voice") or "")) if isinstance(p, str) and p}
         paths = sorted(paths - set(self._cache))
         wavs = {}
@@ -115,6 +116,11 @@ class SpeakerSimilarityFilter(Filter):
             self._cache[path] = emb
         while len(self._cache) > 4096:
             self._cache.pop(next(iter(self._cache)))
+
+
+def _prompt(sample: dict) -> str:
+    """The file of a row's clone prompt (a packaged prompt is stored by name; engine.speakers)."""
+    return prompt_path(str(sample["speaker_wav"]), str(sample.get("speaker") or ""))
 
 
 def _voiced(wav: np.ndarray, what: str, sr: int = SAMPLE_RATE) -> np.ndarray:

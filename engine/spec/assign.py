@@ -48,6 +48,6 @@ def _task(text: str, lang: str, cell: Cell, prompt, seed: int) -> Task:
     return Task(
         id=tid, text=text, lang=lang, emotion=instruction.emotion, intensity=instruction.intensity,
         dialect=instruction.dialect, style=instruction.style, speed=instruction.speed,
-        speaker=instruction.speaker, speaker_wav=speaker.wav_path if speaker else "",
+        speaker=instruction.speaker, speaker_wav=speaker.ref if speaker else "",
         speaker_text=speaker.text if speaker else "", seed=task_seed(seed, tid),
     )

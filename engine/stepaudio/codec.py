@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from engine.device import has_cuda
-from engine.speakers import builtin_prompt
+from engine.speakers import builtin_prompt, prompt_path
 from engine.stepaudio.audio import load_audio
 from engine.stepaudio.flow import FlowDecoder
 from engine.stepaudio.hift import HiFT
@@ -200,7 +200,7 @@ class StepAudioCodec(Stage):
         try:
             # the voice the LM teacher prompted with: the speaker's wav, a built-in speaker's,
             # else the default
-            wav = record.get("speaker_wav")
+            wav = prompt_path(record.get("speaker_wav") or "", record.get("speaker") or "")
             if not wav and record.get("speaker"):
                 wav = builtin_prompt(record["speaker"])[0]
             voice = self.voice(wav) if wav else None

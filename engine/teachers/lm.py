@@ -55,7 +55,7 @@ from engine.lm.http_engine import parse_url
 from engine.lm.text_tokenizer import load_tokenizer
 from engine.lm.vllm_engine import check_vllm_can_run, max_positions, read_config
 from engine.prompts import ClonePrompt, build_tts_prompt
-from engine.speakers import builtin_prompt
+from engine.speakers import builtin_prompt, prompt_path
 from engine.task import Task
 from engine.teachers.base import Teacher, TeacherOutput
 from engine.tokens import GROUP, STEP_AUDIO, TokenLayout, check_audio_ids
@@ -198,7 +198,7 @@ class LMTeacher(Teacher):
         from engine.stepaudio.tts_prompt import tagged_text
 
         if task.speaker_wav:
-            wav_path, text = task.speaker_wav, task.speaker_text
+            wav_path, text = prompt_path(task.speaker_wav, task.speaker), task.speaker_text
         elif task.speaker:
             wav_path, text = builtin_prompt(task.speaker)
         else:  # upstream always fills the voice turn: the voice the codec decodes with
@@ -289,7 +289,7 @@ def clone_turn(task: Task, layout: TokenLayout, codec, cache: dict) -> CloneProm
     wav is not in ``cache`` yet (keyed by path and mtime)."""
     if not task.speaker:
         return None
-    wav_path, text = task.speaker_wav, task.speaker_text
+    wav_path, text = prompt_path(task.speaker_wav, task.speaker), task.speaker_text
     if not wav_path:  # a built-in speaker named without its prompt
         wav_path, text = builtin_prompt(task.speaker)
     key = (wav_path, os.path.getmtime(wav_path))

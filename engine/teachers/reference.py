@@ -19,7 +19,7 @@ from engine.audio import SAMPLE_RATE, preprocess
 from engine.codec import load_codec
 from engine.espeak import Prosody, synthesizer
 from engine.instructions import Instruction
-from engine.speakers import builtin_prompt
+from engine.speakers import builtin_prompt, prompt_path
 from engine.task import Task
 from engine.teachers.base import Teacher, TeacherOutput
 from engine.teachers.clone import CloneSearch, default_search
@@ -93,7 +93,7 @@ class ReferenceTeacher(Teacher):
         """(variant, base prosody, info) — a clone's variant and pitch, else eSpeak's default."""
         if not task.speaker:
             return "", NEUTRAL_PROSODY, {}
-        wav_path, text = task.speaker_wav, task.speaker_text
+        wav_path, text = prompt_path(task.speaker_wav, task.speaker), task.speaker_text
         if not wav_path:  # a built-in speaker named without its prompt
             wav_path, text = builtin_prompt(task.speaker)
         match = (self._clone or default_search()).match_file(wav_path, text)
