@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -72,6 +73,7 @@ ARCHES = ("step1", "llama")
 FREE_FORM = ("overrides", "sampling")  # mappings taken whole (checked by validate), not merged by key
 SAMPLING_KEYS = ("temperature", "top_k", "top_p")  # eval.sampling: the LM teacher's decoding options
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRESETS = ("tts-3b", "step-audio-tts-3b", "small", "tiny")  # engine.models.config
 EXPORTS = ("best", "last")
 RESOLVED = "distill.yaml"  # in STUDENT: the config the recipe trains with (write_resolved)
 
@@ -82,6 +84,8 @@ class ConfigError(UserError):
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
+    if over is not None and not isinstance(over, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'a distill config'} must be a mapping, got {over!r}")
     for key, value in (over or {}).items():
         if key not in base:
             raise ConfigError(f"unknown key {where}{key} (known: {', '.join(base)})")
@@ -112,10 +116,16 @@ def _parse_override(item: str) -> dict:
     node: dict = {}
     root = node
     keys = path.split(".")
+    if not all(keys):
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
     for key in keys[:-1]:
         node[key] = {}
         node = node[key]
-    node[keys[-1]] = yaml.safe_load(value)
+    node[keys[-1]] = value
     return root
 
 
@@ -166,6 +176,8 @@ def read_config_file(path: str | Path, keep_resolved: bool = False) -> dict:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such distill config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read distill config ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -180,7 +192,7 @@ def resolve(layers: list[dict]) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     for layer in layers:
         cfg = _merge(cfg, layer)
-    if not any("warmup_steps" in layer.get("train", {}) for layer in layers):
+    if not any(isinstance((layer or {}).get("train"), dict) and "warmup_steps" in layer["train"] for layer in layers):
         cfg["train"]["warmup_steps"] = default_warmup(cfg["train"]["steps"])
     validate(cfg)
     return cfg
@@ -195,44 +207,90 @@ def default_warmup(steps) -> int:
     return min(default, steps // 10)
 
 
+def _is_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _positive(cfg: dict, section: str, key: str, integer: bool = True) -> None:
     value = cfg[section][key]
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else _is_number(value)
+    if not ok or value <= 0:
         raise ConfigError(f"{section}.{key} must be a positive {'integer' if integer else 'number'}, "
                           f"got {value!r}")
+
+
+def _within(cfg: dict, section: str, key: str, low: float, high: float, integer: bool = False) -> None:
+    value = cfg[section][key]
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else _is_number(value)
+    if not ok or not low <= value <= high:
+        raise ConfigError(f"{section}.{key} must be within {low}..{high}, got {value!r}")
+
+
+def _flag(cfg: dict, section: str, key: str) -> None:
+    if not isinstance(cfg[section][key], bool):
+        raise ConfigError(f"{section}.{key} must be true or false, got {cfg[section][key]!r}")
 
 
 def validate(cfg: dict) -> None:
     s, t = cfg["student"], cfg["train"]
     if s["arch"] not in ARCHES:
         raise ConfigError(f"student.arch must be one of {', '.join(ARCHES)}, got {s['arch']!r}")
+    if s["preset"] not in PRESETS:
+        raise ConfigError(f"student.preset must be one of {', '.join(PRESETS)}, got {s['preset']!r}")
+    if s["init"] is not None and not isinstance(s["init"], str):
+        raise ConfigError(f"student.init must be a checkpoint dir or null, got {s['init']!r}")
+    _check_overrides(s)
     if t["precision"] not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}")
-    if t["zero_stage"] not in (0, 1, 2, 3):
+    if t["zero_stage"] not in (0, 1, 2, 3) or isinstance(t["zero_stage"], (bool, float)):
         raise ConfigError(f"train.zero_stage must be 0, 1, 2 or 3, got {t['zero_stage']!r}")
     for key in ("steps", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints"):
         _positive(cfg, "train", key)
     _positive(cfg, "train", "lr", integer=False)
     _positive(cfg, "data", "max_tokens")
     _positive(cfg, "data", "buffer")
-    if not 0 <= cfg["loss"]["kd_ratio"] <= 1:
-        raise ConfigError(f"loss.kd_ratio must be within 0..1, got {cfg['loss']['kd_ratio']!r}")
-    if t["warmup_steps"] < 0 or t["warmup_steps"] >= t["steps"]:
-        raise ConfigError(f"train.warmup_steps must be within 0..train.steps-1, got {t['warmup_steps']}")
-    if not 0 <= t["min_lr_ratio"] <= 1:
-        raise ConfigError("train.min_lr_ratio must be within 0..1")
-    if isinstance(t["dropout"], bool) or not isinstance(t["dropout"], (int, float)) or not 0 <= t["dropout"] < 1:
+    _positive(cfg, "eval", "max_seconds", integer=False)
+    if cfg["eval"]["limit"] is not None:
+        _positive(cfg, "eval", "limit")
+    _within(cfg, "loss", "kd_ratio", 0, 1)
+    t_steps = t["steps"]
+    if isinstance(t["warmup_steps"], bool) or not isinstance(t["warmup_steps"], int) \
+            or t["warmup_steps"] < 0 or t["warmup_steps"] >= t_steps:
+        raise ConfigError(f"train.warmup_steps must be within 0..train.steps-1, got {t['warmup_steps']!r}")
+    _within(cfg, "train", "min_lr_ratio", 0, 1)
+    _within(cfg, "train", "weight_decay", 0, math.inf)
+    _within(cfg, "train", "clip", 0, math.inf)
+    _within(cfg, "train", "seed", 0, 2**32 - 1, integer=True)  # numpy's seed range
+    betas = t["betas"]
+    if not isinstance(betas, list) or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"train.betas must be two numbers within 0..1 (exclusive), got {betas!r}")
+    if not _is_number(t["dropout"]) or not 0 <= t["dropout"] < 1:
         raise ConfigError(f"train.dropout must be within 0..1 (exclusive), got {t['dropout']!r}")
     if t["export"] not in EXPORTS:
         raise ConfigError(f"train.export must be one of {', '.join(EXPORTS)}, got {t['export']!r}")
-    if cfg["data"]["heldout"] < 0:
-        raise ConfigError("data.heldout must be >= 0")
+    _within(cfg, "data", "heldout", 0, math.inf, integer=True)
     sampling = cfg["eval"]["sampling"]
-    if not isinstance(sampling, dict) or set(sampling) - set(SAMPLING_KEYS):
+    if not isinstance(sampling, dict) or set(map(str, sampling)) - set(SAMPLING_KEYS) \
+            or not all(isinstance(k, str) and _is_number(v) for k, v in sampling.items()):
         raise ConfigError(f"eval.sampling takes temperature, top_k and top_p, got {sampling!r}")
-    if not isinstance(cfg["data"]["share_prefix"], bool):
-        raise ConfigError(f"data.share_prefix must be true or false, got {cfg['data']['share_prefix']!r}")
+    for section, key in (("data", "share_prefix"), ("loss", "restricted_head"), ("eval", "student_eval"),
+                         ("logging", "tensorboard")):
+        _flag(cfg, section, key)
+    if cfg["logging"]["wandb"] is not None and not isinstance(cfg["logging"]["wandb"], str):
+        raise ConfigError(f"logging.wandb must be a W&B project name or null, got {cfg['logging']['wandb']!r}")
+
+
+def _check_overrides(student: dict) -> None:
+    """``student.overrides`` is a mapping of config field names (distill.preflight.student_config
+    checks the fields and values against the student config)."""
+    overrides = student["overrides"]
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ConfigError(f"student.overrides must be a mapping of config fields, got {overrides!r}")
 
 
 def model_fingerprint(cfg: dict) -> str:

@@ -20,11 +20,12 @@ recipe launched by hand fails the same way. What is checked, and by whom:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.checkpoints import STAMP, CheckpointDir, read_stamp
-from distill.config import model_fingerprint
+from distill.config import ConfigError, model_fingerprint
 from distill.data import Corpus, DataError, PackPlan, SequenceBuilder
 from engine.lm.text_tokenizer import load_tokenizer
 from engine.models import LlamaStudentConfig, Step1Config
@@ -65,7 +66,11 @@ def student_config(cfg: dict):
     s = cfg["student"]
     cls = Step1Config if s["arch"] == "step1" else LlamaStudentConfig
     if not s["init"]:
-        return cls.preset(s["preset"], **s["overrides"])
+        check_overrides(cls, s["overrides"])
+        try:
+            return cls.preset(s["preset"], **s["overrides"])
+        except (ValueError, ArithmeticError) as exc:  # fields that do not fit together
+            raise ConfigError(f"student.overrides: {exc}") from None
     try:
         kind = model_type(s["init"])
     except ValueError as exc:
@@ -74,6 +79,25 @@ def student_config(cfg: dict):
         raise DataError(f"student.init {s['init']} is a {kind or 'non-student'} checkpoint but "
                         f"student.arch is {s['arch']}")
     return cls.from_pretrained(s["init"])
+
+
+def check_overrides(cls, overrides: dict) -> None:
+    """Each of ``student.overrides`` names a field of ``cls`` and has its default's type (numbers
+    >= 0: sizes, ids and epsilons)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "extra"}
+    for key, value in overrides.items():
+        if key not in defaults:
+            raise ConfigError(f"student.overrides: unknown field {key!r} (known: {', '.join(defaults)})")
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            kinds = int if isinstance(default, int) else (int, float)
+            ok = isinstance(value, kinds) and not isinstance(value, bool) and 0 <= value < 2**31
+        else:
+            ok = default is None or isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"student.overrides.{key} must look like {default!r}, got {value!r}")
 
 
 def student_text(model_config, init: str | None):

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from filters.adherence import AdherenceFilter, adherence_settings
 from filters.asr import DEFAULT_ASR
 from filters.cer import DEFAULT_PER_DIALECT, CERFilter
+from filters.config_checks import check_adherence, check_sections, count, is_number
 from filters.dnsmos import DEFAULT_MIN_OVRL, DNSMOSFilter
 from filters.quality import QualityFilter
 from filters.speaker import SpeakerSimilarityFilter
@@ -49,9 +50,11 @@ class FilterConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "filter config") -> "FilterConfig":
+        if data is not None and not isinstance(data, dict):
+            raise UserError(f"{where}: expected a mapping of filter keys, got {data!r}")
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((k for k in data if k not in known), key=str)  # YAML keys may be ints
         if unknown:
             raise UserError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
         config = cls(**data)
@@ -60,23 +63,24 @@ class FilterConfig:
 
     def check(self, where: str) -> None:
         """Raises UserError naming ``where`` (the file or spec section) and the bad field."""
-        for name in ("max_cer", "min_ss", "batch_size"):
+        for name in ("max_cer", "min_ss"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise UserError(f"{where}: {name} must be a number, got {value!r}")
+        count(self.batch_size, f"{where}: batch_size")
         if not 0 <= self.max_cer:
             raise UserError(f"{where}: max_cer must be >= 0, got {self.max_cer}")
         if not -1 <= self.min_ss <= 1:
             raise UserError(f"{where}: min_ss must be in -1..1 (a cosine), got {self.min_ss}")
         ovrl = self.min_dnsmos_ovrl
-        if ovrl is not None and (isinstance(ovrl, bool) or not isinstance(ovrl, (int, float)) or not 1 <= ovrl <= 5):
+        if ovrl is not None and (not is_number(ovrl) or not 1 <= ovrl <= 5):
             raise UserError(f"{where}: min_dnsmos_ovrl must be a MOS in 1..5 or null, got {ovrl!r}")
         if self.adherence is not None:
             if not isinstance(self.adherence, dict):
                 raise UserError(f"{where}: adherence must be a mapping of checks or null, got {self.adherence!r}")
+            check_adherence(self.adherence, f"{where}: adherence")
             adherence_settings(self.adherence, f"{where}: adherence")
-        if self.batch_size < 1:
-            raise UserError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
+        check_sections(self, where)
 
     def overridden(self, **values) -> "FilterConfig":
         """A copy with the non-None ``values`` set (CLI flags)."""

@@ -107,7 +107,7 @@ def load_config(run: RunDir, path: str | None, **overrides) -> FilterConfig:
     if path:
         try:
             given = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise UserError(f"{path}: cannot read filter config ({str(exc).splitlines()[0]})") from None
         if not isinstance(given, dict):
             raise UserError(f"{path}: expected a mapping of filter keys, got {type(given).__name__}")

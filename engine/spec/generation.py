@@ -19,7 +19,7 @@ from engine.instructions import DEFAULT_DIALECT, DIALECTS, INTENSITIES, NEUTRAL,
 from engine.spec.allocate import Cell, allocate_shares
 from engine.spec.assign import assign_texts
 from engine.spec.errors import SpecError
-from engine.spec.schema import NO_SPEAKER, SpecConfig, parse
+from engine.spec.schema import MAX_TASKS, NO_SPEAKER, SpecConfig, parse
 from engine.spec.textfile import read_utf8
 from engine.spec.texts import load_source
 from engine.task import Task
@@ -120,6 +120,8 @@ class GenerationSpec:
         return SpecError.at(self.config.file, field, problem)
 
     def _check_totals(self, quota_total: int) -> None:
+        if self.count > MAX_TASKS:
+            raise self._fail("quotas", f"quota counts sum to {quota_total:,}, more than {MAX_TASKS:,} tasks")
         if self.shares_total < 0:
             raise self._fail("quotas", f"quota counts sum to {quota_total}, more than count {self.count}")
         if self.quota_cells and self.shares_total and self.config.categories is None:

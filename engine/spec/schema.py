@@ -5,6 +5,8 @@ Only structure and vocabulary are checked here; files are read by :mod:`engine.s
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,8 @@ SOURCE_KEYS = {
     "dataset": ("dataset", "column", "lang", "lang_column", "split", "limit"),
 }
 QUOTA_KEYS = (*DIMENSIONS, "lang", "count")
+# The driver expands every task of a spec in memory: past this, split the corpus into several specs.
+MAX_TASKS = 10_000_000
 CLONE_KEYS = ("speakers", "share")
 
 
@@ -78,15 +82,22 @@ class _Checker:
                             f"unknown key (allowed: {', '.join(allowed)})")
         return value
 
-    def integer(self, value, where: str, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+    def integer(self, value, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
+        if (isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum)
+                or (maximum is not None and value > maximum)):
             bound = f" >= {minimum}" if minimum is not None else ""
+            bound += f" and <= {maximum:,}" if maximum is not None else ""
             raise self.fail(where, f"must be an integer{bound}, got {value!r}")
         return value
 
     def number(self, value, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise self.fail(where, f"must be a number >= 0, got {value!r}")
+        # NaN and infinity pass `< 0` but break the share arithmetic; 10**400 overflows a float
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= float(value) < math.inf
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise self.fail(where, f"must be a finite number >= 0, got {value!r}")
         return float(value)
 
     def choice(self, value, where: str, allowed) -> object:
@@ -113,7 +124,7 @@ def parse(data, file, base_dir: Path) -> SpecConfig:
         raise c.fail("texts", "missing (list at least one text source)")
     count = data.get("count")
     if count is not None or "quotas" not in data:
-        count = c.integer(count, "count", 1)
+        count = c.integer(count, "count", 1, MAX_TASKS)
     cfg = SpecConfig(
         file=str(file), name=str(data.get("name") or Path(file).stem),
         seed=c.integer(data.get("seed", 0), "seed"), count=count,
@@ -177,6 +188,9 @@ def _categories(c: _Checker, value) -> dict[str, dict]:
     for dim, shares in value.items():
         where = f"categories.{dim}"
         if isinstance(shares, list):  # a plain list means equal shares
+            for v in shares:
+                if not isinstance(v, Hashable):
+                    raise c.fail(where, f"expected a list of values, got {v!r} in it")
             shares = {v: 1 for v in shares}
         if not isinstance(shares, dict) or not shares:
             raise c.fail(where, "expected a mapping of value: share (or a list of values)")
@@ -200,7 +214,7 @@ def _quotas(c: _Checker, value) -> list[dict]:
         item = c.mapping(item, where, QUOTA_KEYS)
         if "count" not in item:
             raise c.fail(f"{where}.count", "missing")
-        cell = {"count": c.integer(item["count"], f"{where}.count", 1)}
+        cell = {"count": c.integer(item["count"], f"{where}.count", 1, MAX_TASKS)}
         for key in ("emotion", "intensity", "dialect", "style", "speed"):
             if key in item:
                 cell[key] = c.choice(item[key], f"{where}.{key}", ALLOWED[key])
