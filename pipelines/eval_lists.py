@@ -9,6 +9,8 @@ speak ``target_text`` in the voice of ``prompt_wav``, whose transcript is ``prom
     test = read_list("seedtts/en/meta.lst:en")    # or named after the last colon
     prompts = test.prompts()                        # eval prompts (pipelines.eval_prompts.Prompt)
     block = list_figures(test, eval_rows)           # eval.json["lists"][test.name]
+    records, skipped, tests = read_inputs("heldout.jsonl", ["zh/meta.lst"])   # what eval reads
+    print(format_lists(lists_report(tests, eval_rows)))
 
 A list's figures are seed-tts-eval's: the mean over its utterances of the per-utterance WER (CER
 for Chinese) under the script's own normalisation (:mod:`filters.seedtts`), and the mean SS
@@ -25,13 +27,21 @@ from engine.instructions import DEFAULT_DIALECT, Instruction
 from engine.spec import detect_lang, task_seed
 from engine.speakers import check_audio
 from engine.task import Task, task_id
+from filters.cer import error_rate
 from filters.normalize import CHAR_LANGS
 from filters.seedtts import NAME as SEED_TTS_EVAL, list_mean, seed_tts_error_rate
 from manifests.digest import file_sha256
 from manifests.errors import UserError
-from pipelines.eval_prompts import Prompt
+from pipelines.eval_prompts import Prompt, read_prompts
 
 LENIENT = "stepforge"  # the filters' normalisation (filters.normalize)
+# eval.json["normalisation"]: which normalisation each figure of an eval.json used
+NORMALISATION = {
+    "rows": LENIENT, "aggregate": LENIENT,
+    "lists": f"{SEED_TTS_EVAL} (the cer/wer of each list; its '{LENIENT}' block: the filters' normalisation)",
+    SEED_TTS_EVAL: "filters.seedtts: seed-tts-eval's run_wer.py exactly",
+    LENIENT: "filters.normalize: the filters' lenient normalisation",
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,27 @@ def read_lists(specs) -> list[TestList]:
         seen[stem] += 1
         out.append(read_list(spec, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
     return out
+
+
+def read_inputs(prompts, lists) -> tuple[list[Prompt], int, list[TestList]]:
+    """What an eval reads: the prompts file's prompts (when given), then each list's lines; a
+    task given before is not repeated. Returns (prompts, duplicate lines of the prompts file
+    skipped, the lists).
+
+    Raises:
+        UserError: neither a prompts file nor a list, or a bad file (see :func:`read_list`).
+    """
+    if prompts is None and not lists:
+        raise UserError("nothing to evaluate: give a prompts file (--prompts) and/or test lists (--list)")
+    records, skipped = read_prompts(prompts) if prompts is not None else ([], 0)
+    tests = read_lists(lists or [])
+    seen = {p.task.id for p in records}
+    for test in tests:
+        for prompt in test.prompts():
+            if prompt.task.id not in seen:
+                seen.add(prompt.task.id)
+                records.append(prompt)
+    return records, skipped, tests
 
 
 def _split_spec(spec: str) -> tuple[Path, str | None]:
@@ -147,7 +178,8 @@ def list_figures(test: TestList, rows: list[dict]) -> dict:
             utterances.append({
                 "utt": line.utt, "id": row["id"], "status": s.get("status"), "asr_text": asr,
                 metric: None if asr is None else seed_tts_error_rate(line.prompt.task.text, asr, test.lang),
-                f"{metric}_{LENIENT}": s.get("cer"), "ss": s.get("ss")})
+                f"{metric}_{LENIENT}": None if asr is None else error_rate(line.prompt.task.text, asr, test.lang),
+                "ss": s.get("ss")})
     seed = [u[metric] for u in utterances]
     lenient = [u[f"{metric}_{LENIENT}"] for u in utterances]
     ss = [u["ss"] for u in utterances]
@@ -158,6 +190,26 @@ def list_figures(test: TestList, rows: list[dict]) -> dict:
         "ss": _round(list_mean(ss)), "n_ss": _count(ss),
         "rows": utterances,
     }
+
+
+def lists_report(tests: list[TestList], rows: list[dict]) -> dict:
+    """eval.json["lists"]: :func:`list_figures` of each list, by name."""
+    return {test.name: list_figures(test, rows) for test in tests}
+
+
+def format_lists(report: dict) -> str:
+    """One line per list: its seed-tts-eval figures (and the lenient error rate)."""
+    lines = []
+    for name, b in report.items():
+        metric = "cer" if "cer" in b else "wer"
+        ss = "-" if b["ss"] is None else f"{b['ss']:.3f}"
+        lines.append(f"list {name} ({b['lang']}, {b['utterances']} utterances): {metric.upper()} "
+                     f"{_pct(b[metric])} ({SEED_TTS_EVAL}; {LENIENT} {_pct(b[LENIENT][metric])}), SS {ss}")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value * 100:.3f}%"
 
 
 def _round(value):

@@ -90,3 +90,22 @@ def test_list_figures_are_seed_tts_eval_means_naming_their_normalisation(tmp_pat
     assert block["ss"] == pytest.approx(0.6) and block["n_ss"] == 2
     assert (block["lines"], block["utterances"], block["lang"]) == (3, 3, "zh")
     assert [u["utt"] for u in block["rows"]] == ["u1", "u2", "u3"] and block["rows"][2]["cer"] is None
+
+
+def test_inputs_are_the_prompts_file_then_each_lists_new_tasks(tmp_path):
+    import json
+
+    from pipelines.eval_lists import format_lists, lists_report, read_inputs
+
+    path = write_list(tmp_path, [f"u1|{PROMPT_TEXT}|wavs/tingting.wav|今天天气很好"])
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a1", "text": "Hello.", "lang": "en", "dialect": "english"}) + "\n")
+    records, skipped, tests = read_inputs(prompts, [path, path])  # the same list twice: its task once
+    assert [p.task.id for p in records] == ["a1", tests[0].lines[0].prompt.task.id] and skipped == 0
+    assert [t.name for t in tests] == ["meta", "meta-2"]
+    assert read_inputs(None, [path])[0] == tests[0].prompts()
+    with pytest.raises(UserError, match="nothing to evaluate"):
+        read_inputs(None, [])
+    task = tests[0].lines[0].prompt.task
+    text = format_lists(lists_report(tests[:1], [_row(task, "今天天气很好", 0.0, 0.8)]))
+    assert text == "list meta (zh, 1 utterances): CER 0.000% (seed-tts-eval; stepforge 0.000%), SS 0.800"
