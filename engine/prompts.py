@@ -103,10 +103,19 @@ def build_tts_prompt(text: str, instruction: Instruction, tok: TextTokenizer,
         text: the target text, without tags (tags come from ``instruction``).
         clone: speaker prompt placed as a few-shot turn, its audio as interleaved LM ids.
     """
+    shared, own = tts_prompt_parts(text, instruction, tok, clone)
+    return shared + own
+
+
+def tts_prompt_parts(text: str, instruction: Instruction, tok: TextTokenizer,
+                     clone: ClonePrompt | None = None) -> tuple[list[int], list[int]]:
+    """:func:`build_tts_prompt` in two parts: (the system and clone turns, which every request
+    with this voice and style shares, the request's own turn). A server computes the first
+    part's KV once."""
     speaker = clone.speaker if clone else instruction.speaker
-    ids = [tok.bos, *_turn(tok, "system", tok.encode(system_prompt(instruction, speaker)))]
+    shared = [tok.bos, *_turn(tok, "system", tok.encode(system_prompt(instruction, speaker)))]
     if clone is not None:
-        ids += _turn(tok, "human", tok.encode(clone.text))
-        ids += _turn(tok, "assistant", clone.audio_ids)
-    ids += _turn(tok, "human", tok.encode(instruction.tags() + text))
-    return ids + [tok.bot, *tok.encode("assistant\n")]
+        shared += _turn(tok, "human", tok.encode(clone.text))
+        shared += _turn(tok, "assistant", clone.audio_ids)
+    own = _turn(tok, "human", tok.encode(instruction.tags() + text))
+    return shared, own + [tok.bot, *tok.encode("assistant\n")]

@@ -21,8 +21,10 @@ from manifests.stage import Stage
 
 from . import mel, weights
 from .quantize import DualCodebook
+from .stream import StreamDecoder
 from .vocoder import vocode
 
+SMOOTH_TRUNCATE = 4.0  # scipy gaussian_filter1d's default reach, in sigmas
 STEPAUDIO_PREFIX = "stepaudio:"  # engine.stepaudio.layout.PREFIX, without importing torch here
 
 
@@ -58,8 +60,8 @@ class MelVQCodec(Stage):
             raise ValueError(f"encode needs a finite mono waveform [samples], got shape {wav.shape}")
         return self.codebook.encode(mel.cepstra(mel.log_mel(wav), self.codebook.q))
 
-    def decode_mel(self, vq02, vq06) -> np.ndarray:
-        """Codes -> log-mel ``float32 [12 * N, 80]``."""
+    def decode_mel(self, vq02, vq06, smooth: bool = True) -> np.ndarray:
+        """Codes -> log-mel ``float32 [12 * N, 80]`` (``smooth=False``: before the smoothing)."""
         codes02, codes06 = self._check(vq02, vq06)
         recon = self.codebook.reconstruct(codes02, codes06)
         if self.decoder is None or len(codes02) == 0:
@@ -71,15 +73,31 @@ class MelVQCodec(Stage):
                 out = self.decoder(torch.from_numpy(recon)[None], torch.from_numpy(codes02).long()[None],
                                    torch.from_numpy(codes06).long()[None])
             logmel = out[0].numpy()
+        return self.smoothed(logmel) if smooth else logmel
+
+    def smoothed(self, logmel: np.ndarray) -> np.ndarray:
+        """The decode-time smoothing of log-mel frames (a no-op when ``smooth`` is 0)."""
         if self.smooth > 0 and len(logmel):
             from scipy.ndimage import gaussian_filter1d
 
             logmel = gaussian_filter1d(logmel, self.smooth, axis=0, mode="nearest").astype(np.float32)
         return logmel
 
+    @property
+    def context(self) -> tuple[int, int]:
+        """How far decoding looks either side: (token groups the decoder net sees, log-mel frames
+        the smoothing reaches). A frame's decoded mel depends on nothing further away."""
+        groups = self.decoder.context_groups if self.decoder is not None else 0
+        frames = int(SMOOTH_TRUNCATE * self.smooth + 0.5) if self.smooth > 0 else 0
+        return groups, frames
+
     def decode(self, vq02, vq06) -> np.ndarray:
         """(vq02 ``[2N]``, vq06 ``[3N]``) -> 16 kHz float32 waveform ``[N * 1920]``."""
         return vocode(self.decode_mel(vq02, vq06))
+
+    def stream_decoder(self, **sizes):
+        """An incremental decoder of one utterance (:class:`engine.codec.stream.StreamDecoder`)."""
+        return StreamDecoder(self, **sizes)
 
     def tokenize(self, wav: np.ndarray) -> np.ndarray:
         """Waveform -> interleaved Step-Audio LM ids ``int32 [5N]``."""

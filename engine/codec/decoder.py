@@ -43,6 +43,7 @@ class MelDecoder(nn.Module):
                  emb: int = 32, dilations: tuple[int, ...] = (1, 1)):
         super().__init__()
         self.n_mels = n_mels
+        self.context_groups = 1 + sum(dilations)  # the input conv's reach, then each block's
         self.emb02 = nn.Embedding(sizes[0], emb)
         self.emb06 = nn.Embedding(sizes[1], emb)
         self.inp = nn.Conv1d(FRAMES * q + (N02 + N06) * emb, channels, 3, padding=1)

@@ -21,15 +21,26 @@ def griffin_lim(magnitude: np.ndarray, n_samples: int, n_iter: int = 32,
     Returns:
         ``float32 [n_samples]``.
     """
+    return griffin_lim_from(magnitude, random_phases(magnitude.shape, seed), n_samples, n_iter, momentum)[0]
+
+
+def random_phases(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Unit complex numbers of uniformly random angle (Griffin-Lim's starting phase)."""
     rng = np.random.default_rng(seed)
-    angles = np.exp(2j * np.pi * rng.random(magnitude.shape)).astype(np.complex64)
+    return np.exp(2j * np.pi * rng.random(shape)).astype(np.complex64)
+
+
+def griffin_lim_from(magnitude: np.ndarray, angles: np.ndarray, n_samples: int, n_iter: int = 32,
+                     momentum: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """Griffin-Lim from given starting phases ``angles`` (unit complex, magnitude's shape);
+    returns (waveform ``float32 [n_samples]``, the final phases)."""
     previous = np.zeros_like(angles)
     for _ in range(n_iter):
         rebuilt = mel.stft(mel.istft(magnitude * angles, n_samples))[: len(magnitude)]
         accelerated = rebuilt - (momentum / (1 + momentum)) * previous
         previous = rebuilt
         angles = accelerated / np.maximum(np.abs(accelerated), 1e-8)
-    return mel.istft(magnitude * angles, n_samples)
+    return mel.istft(magnitude * angles, n_samples), angles
 
 
 def vocode(logmel: np.ndarray, n_iter: int = 32) -> np.ndarray:

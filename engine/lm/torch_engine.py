@@ -110,7 +110,8 @@ class TorchEngine(LMEngine):
         return torch.cat(out)
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A request's own random stream: seeded with ``seed``, or fresh randomness for None."""
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little") >> 1
     return torch.Generator(device=device).manual_seed(seed)
@@ -123,7 +124,7 @@ class _Batch:
         self.engine, self.model, self.params = engine, engine.model, params
         self.dev = engine.device
         cfg = self.model.config
-        self.budget = [_budget(p, len(q), cfg.max_positions) for p, q in zip(params, prompts)]
+        self.budget = [request_budget(p, len(q), cfg.max_positions) for p, q in zip(params, prompts)]
         self.prompts = prompts
         self.steps = max(self.budget)
         b = len(prompts)
@@ -132,7 +133,7 @@ class _Batch:
         if self.k:
             self.top_ids = torch.zeros(b, self.steps, self.k, dtype=torch.int32, device=self.dev)
             self.top_lp = torch.zeros(b, self.steps, self.k, dtype=torch.float32, device=self.dev)
-        self.gens = [_generator(p.seed, self.dev) for p in params]
+        self.gens = [seeded_generator(p.seed, self.dev) for p in params]
         self.processors = {}
         for p in params:
             c = p.audio_constraint
@@ -230,7 +231,9 @@ class _Batch:
         self.done[r] = gen
 
 
-def _budget(params: SamplingParams, prompt_len: int, max_positions: int) -> int:
+def request_budget(params: SamplingParams, prompt_len: int, max_positions: int) -> int:
+    """Ids a request may generate: its token budget, within the model's context, in whole
+    groups under an audio constraint; ValueError when nothing fits."""
     budget = min(params.token_budget(), max_positions - prompt_len)
     if params.audio_constraint is not None:
         budget -= budget % GROUP  # whole groups only

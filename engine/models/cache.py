@@ -89,6 +89,66 @@ class KVCache:
         self.k_pos, self.key_ok = self.k_pos.index_select(0, rows), self.key_ok.index_select(0, rows)
         self.seen = self.seen.index_select(0, rows)
 
+    def trim(self) -> None:
+        """Drop the leading slots that are padding in every row (after rows left the batch)."""
+        if not self.aligned or not self.batch:
+            return
+        cut = self.length - int(self.seen.max())
+        if cut <= 0:
+            return
+        self.k = [t[:, :, cut:] for t in self.k]
+        self.v = [t[:, :, cut:] for t in self.v]
+        self.k_pos, self.key_ok = self.k_pos[:, cut:], self.key_ok[:, cut:]
+        self.length -= cut
+
+    def join(self, other: "KVCache") -> None:
+        """Append the rows of ``other`` to this batch, both left-padded to the longer length
+        (continuous batching: a prefilled request joins the running batch). Needs aligned caches
+        (left padding only), which stay aligned."""
+        if not (self.aligned and other.aligned):
+            raise ValueError("only left-padded (aligned) caches can be joined")
+        length = max(self.length, other.length)
+        room = max(self.capacity - self.length, other.capacity - other.length, 1)
+
+        def place(cache: "KVCache", t: torch.Tensor, dim: int, fill) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = length + room
+            out = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+            start = length - cache.length
+            out.narrow(dim, start, cache.length).copy_(t.narrow(dim, 0, cache.length))
+            return out
+
+        def both(a: torch.Tensor, b: torch.Tensor, dim: int, fill) -> torch.Tensor:
+            return torch.cat([place(self, a, dim, fill), place(other, b, dim, fill)])
+
+        self.k = [both(a, b, 2, 0) for a, b in zip(self.k, other.k)]
+        self.v = [both(a, b, 2, 0) for a, b in zip(self.v, other.v)]
+        self.k_pos = both(self.k_pos, other.k_pos, 1, 0)
+        self.key_ok = both(self.key_ok, other.key_ok, 1, False)
+        self.key_ok[:, length:] = True
+        self.seen = torch.cat([self.seen, other.seen])
+        self.padded = self.padded or other.padded or self.length != other.length
+        self.length = length
+
+    def copy(self, room: int) -> "KVCache":
+        """A copy of what is stored, with ``room`` free slots after it (reuse a cached prefix)."""
+        out = object.__new__(KVCache)
+        end = self.length
+
+        def grown(t: torch.Tensor, dim: int, fill) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = end + room
+            fresh = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+            fresh.narrow(dim, 0, end).copy_(t.narrow(dim, 0, end))
+            return fresh
+
+        out.k = [grown(t, 2, 0) for t in self.k]
+        out.v = [grown(t, 2, 0) for t in self.v]
+        out.k_pos, out.key_ok = grown(self.k_pos, 1, 0), grown(self.key_ok, 1, True)
+        out.seen, out.length = self.seen.clone(), end
+        out.padded, out.aligned = self.padded, self.aligned
+        return out
+
     def rows(self, start: int, end: int) -> "KVCache":
         """A view of rows ``start:end`` sharing storage (prefill a large batch in pieces)."""
         view = object.__new__(KVCache)

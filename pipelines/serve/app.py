@@ -45,6 +45,7 @@ MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # OpenAI's names: clie
 SPEECH = "/v1/audio/speech"
 VOICES = "/v1/audio/voices"
 OPEN = ("/health",)
+RETRY_AFTER = 1  # seconds a 429 or 503 asks the client to wait
 
 
 class APIError(Exception):
@@ -90,7 +91,7 @@ class _Gate:
             self.metrics.rejected.inc()
             raise APIError(429, f"the server is at its limit of {self.limit} concurrent speech requests; "
                            "retry after the Retry-After seconds", code="rate_limit_exceeded",
-                           type="rate_limit_error", headers={"Retry-After": "1"})
+                           type="rate_limit_error", headers={"Retry-After": str(RETRY_AFTER)})
         self.active += 1
         held = [True]
 
@@ -117,12 +118,15 @@ class _AudioResponse(StreamingResponse):
 
 
 def create_app(service: SpeechService, api_key: str | None = None, max_pending: int = 64,
-               max_body: int = 1 << 20, max_upload: int = 16 << 20) -> FastAPI:
+               max_body: int = 1 << 20, max_upload: int = 16 << 20, max_queue: int | None = None) -> FastAPI:
     """The FastAPI app serving ``service``.
 
     Args:
         api_key: the bearer token every route but /health wants (None: no auth).
-        max_pending: speech requests admitted at once (waiting, generating or streaming).
+        max_pending: speech requests admitted at once (waiting, generating or streaming); the
+            next gets 429.
+        max_queue: requests waiting for the engine beyond which a new one gets 503 (default
+            four batches' worth): the engine is the bottleneck, whoever asks.
         max_body: largest request body in bytes (413 above it); max_upload: the same for a
             voice registration.
     """
@@ -133,6 +137,7 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
     metrics.queued.set_function(lambda: service.queued)
     metrics.running.set_function(lambda: gate.active - service.queued)
     formats = supported_formats()
+    queue_limit = max_queue if max_queue is not None else 4 * service.max_batch
     _install_errors(app)
     _install_middleware(app, metrics, api_key, max_body, max_upload)
 
@@ -193,6 +198,11 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
             speed = str(exc).startswith("speed")
             raise APIError(400, str(exc), param="speed" if speed else "instructions",
                            code="invalid_value" if speed else "invalid_instructions") from None
+        waiting = service.queued
+        if service.closed or waiting >= queue_limit:
+            why = "is shutting down" if service.closed else f"has {waiting} requests waiting for the engine"
+            raise APIError(503, f"the server {why}; retry after the Retry-After seconds", code="engine_overloaded",
+                           type="server_error", headers={"Retry-After": str(RETRY_AFTER)})
         release = gate.enter()
         reply = None
         try:
@@ -205,8 +215,8 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
             reply = SpeechReply(service, prompts, req.response_format, req.stream_format, metrics, release, done)
             await reply.begin()
         except BaseException:
-            for part in reply.parts if reply else ():
-                part.cancel()
+            if reply is not None:
+                reply.cancel()
             release()
             raise
         kind = "text/event-stream" if req.stream_format == "sse" else media_type(req.response_format)

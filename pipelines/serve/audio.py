@@ -47,7 +47,7 @@ def encode(wav: np.ndarray, sr: int, response_format: str) -> bytes:
 
     fmt, subtype, _ = FORMATS[response_format]
     if response_format == "pcm":
-        return _pcm16(resample(wav, sr, PCM_RATE))
+        return pcm16(resample(wav, sr, PCM_RATE))
     buf = io.BytesIO()
     sf.write(buf, np.clip(wav, -1, 1), sr, format=fmt, subtype=subtype)
     return buf.getvalue()
@@ -70,15 +70,6 @@ def encode_chunks(wav: np.ndarray, sr: int, response_format: str, chunk_samples:
         yield data[start:start + BYTE_CHUNK]
 
 
-def pcm_chunks(wav: np.ndarray, sr: int, rate: int, chunk_samples: int) -> Iterator[bytes]:
-    """``wav`` (at ``sr``) as 16-bit little-endian PCM at ``rate``, ``chunk_samples`` (at ``sr``)
-    per piece: the body of a stream whose header, if any, went before."""
-    data = _pcm16(resample(wav, sr, rate))
-    step = 2 * max(1, chunk_samples * rate // sr)
-    for start in range(0, len(data), step):
-        yield data[start:start + step]
-
-
 def streaming_wav_header(sr: int) -> bytes:
     """A 16-bit mono wav header for a stream whose length is not known yet: the RIFF and data
     sizes are the largest values, which readers take as "until the end" (soundfile, ffmpeg, browsers)."""
@@ -86,5 +77,6 @@ def streaming_wav_header(sr: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", 0xFFFFFFFF - 36)
 
 
-def _pcm16(wav: np.ndarray) -> bytes:
+def pcm16(wav: np.ndarray) -> bytes:
+    """float samples in [-1, 1] -> 16-bit signed little-endian PCM bytes."""
     return (np.clip(wav, -1, 1) * 32767).round().astype("<i2").tobytes()

@@ -1,15 +1,22 @@
-"""The speech service behind the HTTP app: a student on the LM engine stack, its codec, and a
-batcher that gives the engine the requests that arrive together as one batch.
+"""The speech service behind the HTTP app: a student on the LM engine stack, its codec, and the
+scheduler that feeds the engine.
 
     service = SpeechService("student/", max_seconds=20)        # loads engine + codec, checks both
     prompt = service.prepare(text="Hello.", instruction=understand(None, text="Hello."), voice="amy")
     speech = await service.speak(prompt)                         # Speech(wav, ids, prompt_ids, ...)
+    utterance = service.start(prompt, stream=True)               # or audio as it is generated:
+    async for samples in utterance.audio(): ...                  #   float32 pieces; then .speech
 
 Prompts and sampling are the LM teacher's (:class:`engine.teachers.lm.LMTeacher`: the Step-Audio
 system brief, tagged text and clone turn, the 2:3 audio constraint, upstream decoding), so a
-served student hears exactly what it was distilled on. The engines' ``generate`` returns whole
-generations, so requests are batched per engine call: the ones that arrive while a batch runs
-form the next batch (up to ``max_batch``); there is no per-step scheduler here.
+served student hears exactly what it was distilled on.
+
+The torch engine runs under continuous batching (:class:`engine.lm.stream.ContinuousBatcher`):
+requests join and leave the running batch at every step, their ids stream out as they are
+sampled, and the system + clone turns' KV is computed once per voice and style. Other engines
+return whole generations, so their requests are batched per engine call instead (the ones that
+arrive while a batch runs form the next). A streamed utterance is decoded incrementally
+(:mod:`engine.codec.stream`) when the codec can; otherwise it is decoded whole at its end.
 """
 from __future__ import annotations
 
@@ -18,14 +25,16 @@ import dataclasses
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.codec import load_codec
+from engine.codec.stream import open_stream
 from engine.instructions import Instruction
-from engine.prompts import ClonePrompt, build_tts_prompt
+from engine.lm.base import Generation
+from engine.lm.stream import FINISH_CANCELLED, ContinuousBatcher, Handle
+from engine.prompts import ClonePrompt, tts_prompt_parts
 from engine.speakers import Speaker, load_speakers
 from engine.task import Task
 from engine.teachers.lm import LMTeacher, clone_turn, convert_layout
@@ -41,14 +50,20 @@ class VoiceNotFound(UserError):
     """A ``voice`` that is neither built in nor registered."""
 
 
+class GenerationFailed(RuntimeError):
+    """The engine could not generate a request (the message says why)."""
+
+
 @dataclass
 class Prompt:
-    """One request, ready for the engine: prompt ids and SamplingParams."""
+    """One request, ready for the engine: prompt ids (the first ``prefix`` of them shared with
+    other requests of the same voice and style) and SamplingParams."""
 
     ids: list[int]
     params: object
     voice: str
     instruction: Instruction
+    prefix: int = 0
 
 
 @dataclass
@@ -75,11 +90,12 @@ class SpeechService:
         engine: ``auto``, ``torch`` or ``vllm`` (:func:`pipelines.evaluate.pick_engine`).
         codec: ``melvq`` or a weights file; refused when it is not the one the student's corpus
             was tokenized with (``STUDENT/train.json``).
-        max_batch: requests decoded together by one engine call.
+        max_batch: requests decoding together.
         max_seconds: audio length cap per request.
         voices: the folder of registered voices (default ``STUDENT/voices``, made on the first
             registration; see :class:`pipelines.serve.voices.VoiceStore`).
-    Each function in ``batch_listeners`` is called with the size of every engine batch (metrics).
+    Each function in ``batch_listeners`` is called with the batch size of every engine step
+    (torch) or call (other engines), for metrics.
     """
 
     def __init__(self, student, engine: str = "auto", codec: str = "melvq", max_batch: int = 8,
@@ -100,9 +116,18 @@ class SpeechService:
         self.registered = VoiceStore(voices or self.student / "voices", self.codec,
                                      reserved={DEFAULT_VOICE, *self.builtin})
         self._builtin_ids: dict = {}
-        self.teacher.engine  # load the model now: the first request should not pay for it
         self.batch_listeners: list = []
-        self._batcher = _Batcher(self.teacher.engine, max_batch, self.batch_listeners)
+        engine_ = self.teacher.engine  # load the model now: the first request should not pay for it
+        if self.kind == "torch":
+            self.scheduler = ContinuousBatcher(engine_, max_batch)
+            self.scheduler.step_listeners.append(self._batch)
+        else:
+            self.scheduler = CallBatcher(engine_, max_batch, self._batch)
+        self.closed = False
+
+    def _batch(self, size: int) -> None:
+        for listen in self.batch_listeners:
+            listen(size)
 
     # -- requests ----------------------------------------------------------------------------
     def voice(self, name: str) -> Speaker | Voice | None:
@@ -143,7 +168,8 @@ class SpeechService:
         """
         if not text.strip():
             raise UserError("input is empty")
-        ids = build_tts_prompt(text, instruction, self.teacher.tokenizer, self.clone_prompt(voice))
+        shared, own = tts_prompt_parts(text, instruction, self.teacher.tokenizer, self.clone_prompt(voice))
+        ids = shared + own
         context = self.teacher.context
         if context and len(ids) + GROUP > context:
             raise UserError(f"the input makes a prompt of {len(ids)} ids, which leaves no room for audio "
@@ -151,53 +177,140 @@ class SpeechService:
         chosen = {k: v for k, v in (sampling or {}).items() if v is not None}
         task = Task(id="request", text=text, lang=instruction.lang, seed=0)
         params = dataclasses.replace(self.teacher.sampling_params(task), seed=seed, **chosen)
-        return Prompt(ids, params, voice, instruction)
+        return Prompt(ids, params, voice, instruction, prefix=len(shared))
+
+    def start(self, prompt: Prompt, stream: bool = True) -> "Utterance":
+        """Submit one prompt; the :class:`Utterance` yields its audio (streamed: as the ids come
+        and settle; else decoded whole at the end). Call from the event loop."""
+        if self.closed:
+            raise GenerationFailed("the server is shutting down")
+        return Utterance(self, prompt, stream)
 
     async def speak(self, prompt: Prompt) -> Speech:
-        """Generate and decode one prompt (batched with whatever else is waiting)."""
-        gen = await asyncio.wrap_future(self._batcher.submit(prompt.ids, prompt.params))
-        return await asyncio.to_thread(self.decode, gen, len(prompt.ids))
+        """Generate and decode one prompt whole (batched with whatever else is running)."""
+        utterance = self.start(prompt, stream=False)
+        try:
+            async for _ in utterance.audio():
+                pass
+        finally:
+            utterance.cancel()
+        return utterance.speech
 
-    def decode(self, gen, prompt_ids: int) -> Speech:
-        """A Generation -> Speech (the ids checked against the 2:3 pattern, decoded by the codec)."""
+    def audio_ids(self, gen: Generation) -> np.ndarray:
+        """A finished generation's audio ids in the Step-Audio layout (checked against the 2:3
+        pattern), without its stop id."""
         content = gen.content_ids((self.teacher.tokenizer.eot,))
         ids = convert_layout(check_audio_ids(content, self.teacher.layout), self.teacher.layout, STEP_AUDIO)
+        return ids.astype(np.int32)
+
+    def decode(self, gen: Generation, prompt_ids: int) -> Speech:
+        """A Generation -> Speech, decoded whole by the codec."""
+        ids = self.audio_ids(gen)
         wav = self.codec.detokenize(ids) if ids.size else np.zeros(0, np.float32)
-        return Speech(wav, self.codec.sample_rate, ids.astype(np.int32), prompt_ids, gen.finish_reason)
+        return Speech(wav, self.codec.sample_rate, ids, prompt_ids, gen.finish_reason)
 
     @property
     def queued(self) -> int:
         """Requests waiting for the engine."""
-        return self._batcher.waiting
+        return self.scheduler.waiting
 
     def info(self) -> dict:
         return {"model": self.model_id, "student": str(self.student), "engine": self.kind,
                 "codec": self.codec.version, "max_batch": self.max_batch,
+                "scheduler": "continuous" if self.kind == "torch" else "per-call",
                 "max_seconds": self.teacher.options["max_seconds"], "ids_per_second": round(TOKENS_PER_SECOND, 2)}
 
     def close(self) -> None:
-        self._batcher.close()
+        self.closed = True
+        self.scheduler.close()
         self.teacher.close()
 
 
-class _Batcher:
-    """One thread that owns the engine: it takes every request waiting (up to ``max_batch``),
-    runs them as one ``generate`` call, and resolves their futures."""
+class Utterance:
+    """One prompt in the engine: ids arrive as they are sampled, audio leaves as it settles.
 
-    def __init__(self, engine, max_batch: int, listeners: list):
-        self.engine, self.max_batch, self.listeners = engine, max_batch, listeners
+    ``audio()`` yields float32 pieces at the codec's rate; once it ends, ``speech`` holds the
+    whole utterance. ``cancel()`` (a client that left) takes the request out of the batch at the
+    engine's next step. Raises GenerationFailed (from ``audio()``) when the engine fails it.
+    """
+
+    def __init__(self, service: SpeechService, prompt: Prompt, stream: bool):
+        self.service, self.prompt, self.stream = service, prompt, stream
+        self.speech: Speech | None = None
+        self.first_audio: float | None = None  # perf_counter of the first samples out
+        self._events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def on_ids(ids, done, error) -> None:  # on the engine's thread
+            loop.call_soon_threadsafe(self._events.put_nowait, (ids, done, error))
+
+        self._handle = service.scheduler.submit(prompt.ids, prompt.params, on_ids, prefix=prompt.prefix)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    async def audio(self):
+        service = self.service
+        layout = service.teacher.layout
+        decoder = open_stream(service.codec) if self.stream else None
+        pending: list[int] = []  # sampled ids not yet given to the decoder (a partial group)
+        pieces: list[np.ndarray] = []
+        while True:
+            ids, done, error = await self._events.get()
+            if error is not None:
+                raise GenerationFailed(f"{type(error).__name__}: {error}") from error
+            if done is not None and done.finish_reason == FINISH_CANCELLED:
+                return
+            if decoder is not None and ids:
+                pending.extend(i for i in ids if i not in self.prompt.params.stop_token_ids)
+                whole = len(pending) - len(pending) % GROUP
+                if whole >= 2 * GROUP or (done is not None and whole):
+                    chunk = convert_layout(np.asarray(pending[:whole], np.int64), layout, STEP_AUDIO)
+                    del pending[:whole]
+                    samples = await asyncio.to_thread(decoder.push, chunk)
+                    if len(samples):
+                        yield self._out(samples, pieces)
+            if done is None:
+                continue
+            if decoder is None:
+                self.speech = await asyncio.to_thread(service.decode, done, len(self.prompt.ids))
+                if len(self.speech.wav):
+                    yield self._out(self.speech.wav, [])
+                return
+            ids_out = service.audio_ids(done)  # checks the whole utterance's pattern
+            tail = await asyncio.to_thread(decoder.finish)
+            if len(tail):
+                yield self._out(tail, pieces)
+            wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            self.speech = Speech(wav, service.codec.sample_rate, ids_out, len(self.prompt.ids), done.finish_reason)
+            return
+
+    def _out(self, samples: np.ndarray, pieces: list) -> np.ndarray:
+        if self.first_audio is None:
+            self.first_audio = time.perf_counter()
+        pieces.append(samples)
+        return samples
+
+
+class CallBatcher:
+    """For engines that return whole generations: one thread takes every request waiting (up to
+    ``max_batch``), runs them as one ``generate`` call, and hands each its ids at the end. Same
+    ``submit`` interface as :class:`engine.lm.stream.ContinuousBatcher`."""
+
+    def __init__(self, engine, max_batch: int, listen):
+        self.engine, self.max_batch, self.listen = engine, max_batch, listen
         self._queue: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self.waiting = 0
         self._thread = threading.Thread(target=self._loop, name="stepforge-serve-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, ids: list[int], params) -> Future:
-        fut: Future = Future()
-        with self._lock:
-            self.waiting += 1
-        self._queue.put((ids, params, fut))
-        return fut
+    def submit(self, ids: list[int], params, on_ids, prefix: int = 0):
+        handle = Handle(list(ids), params, on_ids, prefix)
+        self._queue.put(handle)
+        return handle
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -215,25 +328,23 @@ class _Batcher:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            with self._lock:
-                self.waiting -= len(batch)
-            batch = [b for b in batch if b[2].set_running_or_notify_cancel()]
+            for handle in batch:
+                if handle.cancelled.is_set():
+                    handle.on_ids([], Generation([], FINISH_CANCELLED), None)
+            batch = [h for h in batch if not h.cancelled.is_set()]
             if batch:
                 self._run(batch)
 
     def _run(self, batch: list) -> None:
-        for listen in self.listeners:
-            listen(len(batch))
-        start = time.perf_counter()
+        self.listen(len(batch))
         try:
-            gens = self.engine.generate([b[0] for b in batch], [b[1] for b in batch])
+            gens = self.engine.generate([h.ids for h in batch], [h.params for h in batch])
         except Exception as exc:
             if len(batch) == 1:
-                batch[0][2].set_exception(exc)
+                batch[0].on_ids([], None, exc)
                 return
             for one in batch:  # find the request that fails: one at a time
                 self._run([one])
             return
-        for (_ids, _params, fut), gen in zip(batch, gens):
-            gen.info["engine_s"] = time.perf_counter() - start
-            fut.set_result(gen)
+        for handle, gen in zip(batch, gens):
+            handle.on_ids(list(gen.token_ids), gen, None)

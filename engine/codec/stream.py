@@ -1,0 +1,169 @@
+"""Incremental decoding: audio ids in as the LM samples them, audio out as soon as it is settled.
+
+    decoder = StreamDecoder(load_codec())
+    for ids in id_pieces:                # any split of an utterance's interleaved ids
+        play(decoder.push(ids))          # float32 samples, possibly none yet
+    play(decoder.finish())               # the rest
+
+Two stages, each with its own look-ahead:
+
+- log-mel: the decoder net sees ``context[0]`` token groups either side and the smoothing
+  reaches ``context[1]`` frames, so a frame is final once the ids that far ahead have arrived.
+  The streamed log-mel is the whole-utterance decode's, frame for frame (computed on windows of
+  ids rather than all of them, so equal up to float rounding).
+- waveform: Griffin-Lim needs a phase, and the whole-utterance decode finds one for all frames
+  at once, which a stream cannot wait for. Blocks of ``block`` frames are phased with
+  ``overlap`` frames of the previous block (starting from its final phase, for continuity) and
+  ``lookahead`` frames after, and joined with a linear cross-fade over the overlap. The waveform
+  thus differs from the whole decode in phase, not in magnitude; ``bench/serve_load.py`` measures
+  by how much.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine import tokens
+
+from . import mel
+from .vocoder import griffin_lim_from, random_phases
+
+BLOCK = 24      # frames phased and sent at a time (240 ms)
+LOOKAHEAD = 12  # frames after a block that its phasing sees
+OVERLAP = 12    # frames of the previous block it starts from, cross-faded
+
+
+def open_stream(codec):
+    """An incremental decoder for ``codec``: its own (``codec.stream_decoder()``) where it has
+    one, else a :class:`WholeDecoder` (audio only at the end)."""
+    make = getattr(codec, "stream_decoder", None)
+    return make() if make is not None else WholeDecoder(codec)
+
+
+class WholeDecoder:
+    """The stream interface for a codec that decodes whole utterances only: ``push`` keeps the
+    ids, ``finish`` decodes them all."""
+
+    def __init__(self, codec):
+        self.codec = codec
+        self._ids: list[int] = []
+
+    def push(self, ids) -> np.ndarray:
+        self._ids.extend(int(i) for i in np.asarray(ids).reshape(-1))
+        return np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        if not self._ids:
+            return np.zeros(0, np.float32)
+        return np.asarray(self.codec.detokenize(np.asarray(self._ids, np.int64)), np.float32)
+
+
+class StreamDecoder:
+    """One utterance's incremental decode with a :class:`~engine.codec.codec.MelVQCodec`.
+
+    Args:
+        codec: the codec (its decoder net and smoothing set the log-mel look-ahead).
+        block, lookahead, overlap: the waveform stage's sizes, in 10 ms frames.
+        n_iter: Griffin-Lim iterations per block (the whole decode's 32 by default).
+    """
+
+    def __init__(self, codec, block: int = BLOCK, lookahead: int = LOOKAHEAD, overlap: int = OVERLAP,
+                 n_iter: int = 32):
+        if block < 1 or lookahead < 0 or not 0 <= overlap <= block:
+            raise ValueError(f"need block >= 1, lookahead >= 0 and 0 <= overlap <= block, got "
+                             f"{block}, {lookahead}, {overlap}")
+        self.codec = codec
+        self.block, self.lookahead, self.overlap, self.n_iter = block, lookahead, overlap, n_iter
+        self.groups_ctx, self.frames_ctx = codec.context
+        self._ids: list[int] = []
+        self._mel = np.zeros((0, mel.N_MELS), np.float32)
+        self._sent = 0          # frames whose samples went out
+        self._angles = None     # final phases of the last block, from frame _phase0
+        self._phase0 = 0
+        self._tail = np.zeros(0, np.float32)  # the last block's samples after _sent (cross-fade)
+        self._blocks = 0
+        self.finished = False
+
+    @property
+    def mel(self) -> np.ndarray:
+        """The log-mel frames settled so far."""
+        return self._mel
+
+    def push(self, ids) -> np.ndarray:
+        """Take more interleaved ids (Step-Audio layout); returns the samples now settled."""
+        if self.finished:
+            raise ValueError("push after finish")
+        self._ids.extend(int(i) for i in np.asarray(ids).reshape(-1))
+        return self._advance(final=False)
+
+    def finish(self) -> np.ndarray:
+        """The utterance is complete: the remaining samples (ValueError on a partial group)."""
+        if len(self._ids) % tokens.GROUP:
+            raise ValueError(f"{len(self._ids)} ids are not whole {tokens.GROUP}-id groups")
+        out = self._advance(final=True)
+        self.finished = True
+        return out
+
+    # -- log-mel -----------------------------------------------------------------------------
+    def _settled_frames(self, final: bool) -> int:
+        groups = len(self._ids) // tokens.GROUP
+        if final:
+            return groups * mel.FRAMES_PER_GROUP
+        return max(0, (groups - self.groups_ctx) * mel.FRAMES_PER_GROUP - self.frames_ctx)
+
+    def _extend_mel(self, final: bool) -> None:
+        start, end = len(self._mel), self._settled_frames(final)
+        if end <= start:
+            return
+        fpg, groups = mel.FRAMES_PER_GROUP, len(self._ids) // tokens.GROUP
+        # the raw frames the smoothing of [start, end) reads, then the groups their decode reads
+        first = max(0, (start - self.frames_ctx) // fpg - self.groups_ctx)
+        last = min(groups, -(-(end + self.frames_ctx) // fpg) + self.groups_ctx)
+        vq02, vq06 = tokens.deinterleave(np.asarray(self._ids[first * tokens.GROUP:last * tokens.GROUP]))
+        window = self.codec.smoothed(self.codec.decode_mel(vq02, vq06, smooth=False))
+        self._mel = np.concatenate([self._mel, window[start - first * fpg:end - first * fpg]])
+
+    # -- waveform ----------------------------------------------------------------------------
+    def _advance(self, final: bool) -> np.ndarray:
+        if not final and self._settled_frames(False) < self._sent + self.block + self.lookahead:
+            return np.zeros(0, np.float32)  # not a whole block yet: decode nothing
+        self._extend_mel(final)
+        out = []
+        frames = len(self._mel)
+        while True:
+            if final:
+                if self._sent >= frames:
+                    break
+                end = min(frames, self._sent + self.block)
+                if frames - end < self.block // 2:  # no short last block: take the rest now
+                    end = frames
+            elif self._sent + self.block + self.lookahead <= frames:
+                end = self._sent + self.block
+            else:
+                break
+            out.append(self._phase_block(end, final and end == frames))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _phase_block(self, end: int, last: bool) -> np.ndarray:
+        """Phase frames [_sent - overlap, end + lookahead) and send the samples of [_sent, end)."""
+        hop = mel.HOP
+        start = max(0, self._sent - self.overlap)
+        stop = len(self._mel) if last else min(len(self._mel), end + self.lookahead)
+        magnitude = mel.mel_to_magnitude(self._mel[start:stop])
+        angles = random_phases(magnitude.shape, seed=self._blocks)
+        if self._angles is not None:  # continue the previous block's phase where they overlap
+            have = self._angles[start - self._phase0:]
+            n = min(len(have), len(angles))
+            angles[:n] = have[:n]
+        wav, self._angles = griffin_lim_from(magnitude, angles, (stop - start) * hop, self.n_iter)
+        self._phase0 = start
+        self._blocks += 1
+        wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
+        new = wav[(self._sent - start) * hop:]
+        fade = min(len(self._tail), len(new), self.overlap * hop)
+        if fade:
+            ramp = np.linspace(0.0, 1.0, fade + 2, dtype=np.float32)[1:-1]
+            new[:fade] = (1 - ramp) * self._tail[:fade] + ramp * new[:fade]
+        send = (end - self._sent) * hop
+        out, self._tail = new[:send].copy(), new[send:].copy()
+        self._sent = end
+        return out
