@@ -2,6 +2,7 @@
 
     corpus = Corpus.load(["runs/a", "runs/b"], student_layout, tokenizer)   # accepted rows only
     train, heldout = corpus.split(heldout=32, seed=0)                         # held out by text
+    write_split("STUDENT/split.json", train, heldout)    # a student continued from it keeps them
     plan = PackPlan(train, max_tokens=4096, seed=0)
     for batch in plan.batches(epoch=0, rank=0, world=1, start=0):             # resumable mid-epoch
         hidden = model.model(batch["input_ids"], cu_seqlens=batch["cu_seqlens"])
@@ -22,6 +23,11 @@ turn is placed once at the start of the row and every sequence continues it (``s
 the batch; :func:`engine.models.attention.packed_attention`). The model computes the same hidden
 states and gradients as with a copy per sequence, and a pack holds several times more sequences:
 the Step-Audio system prompt is most of a short utterance's tokens.
+
+Held-out rows are whole texts, picked by a hash of the text. A student that continues another
+(``student.init``, e.g. after the corpus grew) reads that student's split (:class:`PreviousSplit`):
+every text it held out stays held out, and no text it trained on is held out now; only texts it
+never saw may join the held-out set.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from manifests.errors import UserError
 from manifests.shards import read_sample
 
 IGNORE = -100
+SPLIT_FILE = "split.json"  # in STUDENT: the text digests it held out and trained on (write_split)
 NO_LOSS, GROUP_START, VQ02, VQ06 = -1, 0, 1, 2
 
 
@@ -257,14 +264,20 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def split(self, heldout: int, seed: int = 0) -> tuple["Corpus", "Corpus"]:
-        """(train, heldout): ``heldout`` rows whose texts never occur in train (chosen by hash)."""
+    def split(self, heldout: int, seed: int = 0, previous: "PreviousSplit | None" = None
+              ) -> tuple["Corpus", "Corpus"]:
+        """(train, heldout): about ``heldout`` rows whose texts never occur in train (chosen by
+        hash). With ``previous`` (the split of the student this one continues), its held-out
+        texts stay held out and only texts it never saw are added, up to ``heldout`` rows."""
         def rank(text: str) -> str:
             return hashlib.sha256(f"{seed}:{text}".encode()).hexdigest()
 
         texts = sorted({r.task.text for r in self.rows}, key=rank)
         held: set[str] = set()
-        count = 0
+        if previous is not None and heldout:
+            held = {t for t in texts if text_digest(t) in previous.heldout}
+            texts = [t for t in texts if previous.seen is not None and text_digest(t) not in previous.seen]
+        count = sum(r.task.text in held for r in self.rows)
         for text in texts:
             if count >= heldout:
                 break
@@ -290,6 +303,45 @@ class Corpus:
                                     ensure_ascii=False))
         with atomic_path(path) as tmp:
             Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_split(path: str | Path, train: Corpus, heldout: Corpus) -> None:
+    """Record which texts ``heldout`` and ``train`` hold (digests), for :class:`PreviousSplit`."""
+    data = {"heldout": sorted({text_digest(r.task.text) for r in heldout.rows}),
+            "train": sorted({text_digest(r.task.text) for r in train.rows})}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class PreviousSplit:
+    """The split of a student another continues from: its held-out text digests, and every text
+    it saw (held out or trained on; None when unknown: then no text joins the held-out set)."""
+
+    heldout: frozenset
+    seen: frozenset | None
+
+    @classmethod
+    def read(cls, student: str | Path | None) -> "PreviousSplit | None":
+        """The split of STUDENT from its split.json, else (students made before it was written)
+        the texts of its heldout.jsonl; None for a dir with neither (an exported checkpoint)."""
+        if not student:
+            return None
+        path, prompts = Path(student) / SPLIT_FILE, Path(student) / "heldout.jsonl"
+        try:
+            if path.is_file():
+                data = json.loads(path.read_text(encoding="utf-8"))
+                return cls(frozenset(data["heldout"]), frozenset(data["heldout"]) | frozenset(data["train"]))
+            if prompts.is_file():
+                lines = prompts.read_text(encoding="utf-8").splitlines()
+                return cls(frozenset(text_digest(json.loads(line)["text"]) for line in lines if line.strip()), None)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"student.init {student}: unreadable held-out split ({exc})") from None
+        return None
 
 
 # -- epochs ------------------------------------------------------------------------------------

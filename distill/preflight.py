@@ -26,7 +26,7 @@ from pathlib import Path
 
 from distill.checkpoints import STAMP, CheckpointDir, read_stamp
 from distill.config import ConfigError, model_fingerprint
-from distill.data import Corpus, DataError, PackPlan, SequenceBuilder
+from distill.data import Corpus, DataError, PackPlan, PreviousSplit, SequenceBuilder
 from engine.lm.text_tokenizer import load_tokenizer
 from engine.models import LlamaStudentConfig, Step1Config
 from engine.models.export import model_type
@@ -119,7 +119,8 @@ def build_data(cfg: dict, runs: list[str], tokenizer, layout, world: int):
     """
     d = cfg["data"]
     corpus = Corpus.load(runs, SequenceBuilder(layout, tokenizer))
-    train, heldout = corpus.split(d["heldout"], cfg["train"]["seed"])
+    # a student continued from another keeps its held-out texts (distill.data module docstring)
+    train, heldout = corpus.split(d["heldout"], cfg["train"]["seed"], PreviousSplit.read(cfg["student"]["init"]))
     plan = PackPlan(train, d["max_tokens"], cfg["train"]["seed"], d["buffer"], d["share_prefix"])
     have, need = plan.steps_per_epoch(world), cfg["train"]["grad_accum"]
     if have < need:

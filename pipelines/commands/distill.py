@@ -83,13 +83,15 @@ def _world(args) -> int:
 
 def prepare(cfg: dict, runs: list[str], out: Path, world: int) -> tuple[Path, int]:
     """Every check that needs no training process (:func:`distill.preflight.preflight`); writes
-    STUDENT/distill.yaml and heldout.jsonl. Returns the resolved config's path and the number of
-    held-out rows."""
-    from distill.preflight import preflight  # torch
+    STUDENT/distill.yaml, heldout.jsonl and split.json. Returns the resolved config's path and the
+    number of held-out rows."""
+    from distill.data import SPLIT_FILE, write_split  # torch
+    from distill.preflight import preflight
 
     ready = preflight(cfg, runs, out, world)
     config = write_resolved(cfg, runs, out, world)
     ready.heldout.write_prompts(out / "heldout.jsonl")
+    write_split(out / SPLIT_FILE, ready.train, ready.heldout)
     print(f"distill: {len(ready.train)} training rows ({ready.plan.steps_per_epoch(world)} packed "
           f"micro-batches per epoch), {len(ready.heldout)} held out; student {cfg['student']['arch']} "
           f"{cfg['student']['init'] or cfg['student']['preset']}, "
