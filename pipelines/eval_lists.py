@@ -71,7 +71,7 @@ def read_list(spec: str | Path, name: str | None = None) -> TestList:
     Raises:
         UserError: ``FILE:LINE: what is wrong`` for the first bad line, or an empty list.
     """
-    path, lang = _split_spec(str(spec))
+    path, lang = split_list_spec(str(spec))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -91,7 +91,7 @@ def read_lists(specs) -> list[TestList]:
     """:func:`read_list` of each; names made unique (``meta``, ``meta-2``) in the given order."""
     out, seen = [], Counter()
     for spec in specs:
-        stem = _split_spec(str(spec))[0].name.removesuffix(".lst")
+        stem = split_list_spec(str(spec))[0].name.removesuffix(".lst")
         seen[stem] += 1
         out.append(read_list(spec, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
     return out
@@ -118,7 +118,8 @@ def read_inputs(prompts, lists) -> tuple[list[Prompt], int, list[TestList]]:
     return records, skipped, tests
 
 
-def _split_spec(spec: str) -> tuple[Path, str | None]:
+def split_list_spec(spec: str) -> tuple[Path, str | None]:
+    """``FILE.lst:LANG`` -> (FILE.lst, LANG); ``FILE.lst`` -> (FILE.lst, None)."""
     head, _, tail = spec.rpartition(":")
     if head and tail in DEFAULT_DIALECT:
         return Path(head), tail

@@ -2,6 +2,7 @@
 filters, on held-out prompts that carry the teacher's scores.
 
     stepforge eval student/ --prompts heldout.jsonl --out runs/eval [--max-seconds 20]
+    stepforge eval student/ --list seedtts/zh/meta.lst --out runs/eval-zh    # seed-tts-eval test lists
     report = evaluate_student("student/", "heldout.jsonl", "runs/eval")   # also OUT/eval.json
 
 OUT is an ordinary run directory (tasks.parquet from the prompts; run.json records the student,
@@ -30,7 +31,8 @@ from filters.config import FilterConfig
 from manifests import RunDir, RunError, UserError, read_sample, write_json
 from manifests.digest import model_dir_fingerprint
 from manifests.stage import Stage
-from pipelines.eval_prompts import Prompt, prompts_hash, read_prompts
+from pipelines.eval_lists import NORMALISATION, lists_report, read_inputs
+from pipelines.eval_prompts import Prompt, prompts_hash
 from pipelines.eval_report import aggregate, eval_rows
 from pipelines.filter_job import filter_run, load_config
 from pipelines.identity import claim_run, identify, utc_now
@@ -77,15 +79,16 @@ def teacher_audio(shard: str, offset: int) -> bytes:
     return members.get("src.flac") or members.get("flac") or b""
 
 
-def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, *, engine: str = "auto",
+def evaluate_student(student: str | Path, prompts: str | Path | None, out: str | Path, *, engine: str = "auto",
                      filter_config=None, limit: int | None = None, max_seconds: float | None = None,
                      sampling: dict | None = None, progress: bool = True, ray_address=None,
-                     codec: str = "melvq") -> dict:
+                     codec: str = "melvq", lists=None) -> dict:
     """Generate the prompts with the student, decode, filter, and write ``out/eval.json``.
 
     Args:
         student: a student checkpoint dir (``engine.models.export``: step1 or llama).
-        prompts: JSONL of tasks with optional teacher scores (:mod:`pipelines.eval_prompts`).
+        prompts: JSONL of tasks with optional teacher scores (:mod:`pipelines.eval_prompts`),
+            or None when ``lists`` are given.
         out: the eval run directory (created, or resumed).
         engine: ``auto`` (vllm on CUDA; on CPU vllm for a RoPE student when vLLM is installed,
             else the torch engine), ``torch`` or ``vllm``.
@@ -98,6 +101,9 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
         codec: the codec that decodes the student's tokens: ``melvq`` (shipped) or a weights
             file. It must be the one the student's corpus was tokenized with, which distill
             records in ``STUDENT/train.json``; another one is refused.
+        lists: seed-tts-eval test lists (``FILE.lst`` or ``FILE.lst:LANG``, see
+            :mod:`pipelines.eval_lists`): their lines are clone prompts after the prompts file's,
+            and ``eval.json["lists"]`` gives each list's seed-tts-eval WER/CER and SS.
     Returns:
         the eval.json content (see :mod:`pipelines.eval_report` for ``rows`` and ``aggregate``).
     Raises:
@@ -109,14 +115,16 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
         raise UserError(f"limit must be at least 1, got {limit}")
     if max_seconds is not None and not max_seconds > 0:
         raise UserError(f"max_seconds must be > 0, got {max_seconds}")
-    records, skipped = read_prompts(prompts)
+    records, skipped, tests = read_inputs(prompts, lists)
     kind = pick_engine(student_type, engine)
     spec = generator_spec(kind, student, max_seconds, sampling)
     generator, codec_ = identify(spec, codec)
     check_codec(student, codec_)
-    runs = teacher_runs(records, Path(prompts))
+    runs = teacher_runs(records, Path(prompts or "."))
     run = RunDir(out)
     identity = _identity(student, student_type, prompts, records, generator, kind, codec_)
+    if tests:
+        identity["lists"] = [f"{t.path}:{t.lang}" for t in tests]
     with run.lock():
         _claim(run, identity, records, runs)
         if run.recover():
@@ -127,6 +135,7 @@ def evaluate_student(student: str | Path, prompts: str | Path, out: str | Path, 
                               ray_address)
         filter_run(run, config, ray_address, progress, quiet=True)
         report = {**_report(run, identity, records, wanted, skipped, config), "generated_now": generated}
+        report.update(lists=lists_report(tests, report["rows"]), normalisation=NORMALISATION)
         write_json(run.path / "eval.json", report)
         run.update_stage("eval", status="done", rows=len(report["rows"]), eval_json="eval.json",
                          finished_at=utc_now())
@@ -145,7 +154,7 @@ def _identity(student: Path, student_type: str, prompts, records: list[Prompt], 
               codec) -> dict:
     """What an eval run is made of (its run.json identity; a rerun must match it)."""
     return {"kind": "eval", "student": str(student), "student_type": student_type,
-            "student_fingerprint": student_fingerprint(student), "prompts_path": str(prompts),
+            "student_fingerprint": student_fingerprint(student), "prompts_path": prompts and str(prompts),
             "prompts_hash": prompts_hash(records), "teacher": generator.id, "engine": kind,
             "max_seconds": generator.options["max_seconds"], "codec": codec.version,
             "sampling": {k: generator.options[k] for k in SAMPLING_KEYS}}

@@ -11,6 +11,7 @@
       train: {steps: 20}
     eval:                           # optional; prompts default to the student's held-out rows
       prompts: prompts.jsonl
+      lists: [seedtts/zh/meta.lst]  # seed-tts-eval test lists (FILE.lst[:LANG]), besides the prompts
       max_seconds: 10
 
 Every error found is reported, one line each, in one :class:`~manifests.errors.UserError`.
@@ -26,12 +27,14 @@ from distill.config import read_config_file, resolve
 from engine.spec import GenerationSpec
 from filters.config import FilterConfig
 from manifests.errors import UserError
+from pipelines.eval_lists import split_list_spec
 
 TOP_KEYS = ("spec", "synthesize", "filter", "distill", "eval")
 SYNTH_KEYS = {"teacher": str, "codec": str, "attempts": int, "limit": int, "workers": int,
               "batch_size": int, "shard_size": int}
 EVAL_KEYS = {"prompts": str, "engine": str, "limit": int, "max_seconds": (int, float),
-             "temperature": (int, float), "top_k": int, "top_p": (int, float), "codec": str}
+             "temperature": (int, float), "top_k": int, "top_p": (int, float), "codec": str,
+             "lists": list}
 
 
 @dataclasses.dataclass
@@ -81,6 +84,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
         ev["prompts"] = str((base / ev["prompts"]).resolve())
         if not Path(ev["prompts"]).is_file():
             errors.append(f"{path}: eval.prompts: no such file {ev['prompts']}")
+    if ev.get("lists") is not None:
+        ev["lists"] = _lists(ev["lists"], f"{path}: eval.lists", base, errors)
     pipeline = Pipeline(path, spec, source, synth, filt, distill, ev)
     if spec is not None and not errors:
         try:
@@ -125,6 +130,24 @@ def _flat(value, types: dict, where: str, errors: list) -> dict:
             errors.append(f"{where}.{key}: must be at least 1, got {v}")
         else:
             out[key] = v
+    return out
+
+
+def _lists(value: list, where: str, base: Path, errors: list) -> list[str]:
+    """``eval.lists`` entries ``FILE.lst[:LANG]`` with FILE made absolute (relative to ``base``)."""
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not item:
+            errors.append(f"{where}: expected test list paths (FILE.lst or FILE.lst:LANG), got {item!r}")
+            continue
+        try:
+            file, lang = split_list_spec(str(base / item))
+        except UserError as exc:
+            errors.append(f"{where}: {exc}")
+            continue
+        if not file.is_file():
+            errors.append(f"{where}: no such file {file.resolve()}")
+        out.append(str(file.resolve()) + (f":{lang}" if lang else ""))
     return out
 
 

@@ -35,6 +35,7 @@ import yaml
 from engine import __version__
 from engine.spec import GenerationSpec, read_tasks, write_tasks
 from manifests import RunDir, RunError
+from pipelines.eval_lists import split_list_spec
 from pipelines.filter_job import filter_run
 from pipelines.identity import claim_run, identify, package_versions, utc_now
 from pipelines.pipeline_config import Pipeline
@@ -367,7 +368,8 @@ class Eval:
     def consumed(ctx: Context) -> str:
         prompts = _prompts(ctx)
         train = ctx.student / "train.json"
-        return digest([_file_digest(train), _file_digest(prompts)])
+        lists = [_file_digest(split_list_spec(spec)[0]) for spec in ctx.pipeline.eval.get("lists") or []]
+        return digest([_file_digest(train), _file_digest(prompts), *lists])
 
     @staticmethod
     def present(ctx: Context) -> bool:
@@ -386,8 +388,10 @@ class Eval:
                                   limit=e.get("limit"), max_seconds=e.get("max_seconds"),
                                   sampling={k: e.get(k) for k in ("temperature", "top_k", "top_p")},
                                   progress=ctx.progress, ray_address=ctx.ray_address,
-                                  codec=e.get("codec", ctx.pipeline.synthesize["codec"]))
-        return {"prompts": report["n_prompts"], "aggregate": report["aggregate"]["all"]}
+                                  codec=e.get("codec", ctx.pipeline.synthesize["codec"]), lists=e.get("lists"))
+        lists = {name: {k: v for k, v in block.items() if k in ("cer", "wer", "ss", "normalisation")}
+                 for name, block in report["lists"].items()}
+        return {"prompts": report["n_prompts"], "aggregate": report["aggregate"]["all"], "lists": lists}
 
 
 def _file_digest(path: Path) -> str | None:

@@ -4,9 +4,14 @@ and compare the student's CER/WER, SS and accept rate with the teacher's (EVAL/e
 
 Resumable: a rerun generates only prompts without a manifest row; an EVAL made for another
 student, other prompts or another engine / --max-seconds / sampling is refused.
+
+--list FILE.lst (repeatable, with or without --prompts) adds a seed-tts-eval test list: each
+``utt|prompt_text|prompt_wav|target_text`` line is a clone prompt, and eval.json["lists"] gives
+the list's WER/CER (mean of per-utterance rates, seed-tts-eval's normalisation) and SS.
 """
 from __future__ import annotations
 
+from pipelines.eval_lists import format_lists
 from pipelines.eval_report import format_table
 from pipelines.evaluate import evaluate_student
 
@@ -15,8 +20,12 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="score a distilled student against its teacher",
                        description=__doc__.split("\n")[0])
     p.add_argument("student", help="student checkpoint dir (written by distill export)")
-    p.add_argument("--prompts", required=True,
+    p.add_argument("--prompts", default=None,
                    help="JSONL: one task per line (engine Task fields) with optional teacher scores")
+    p.add_argument("--list", action="append", default=[], metavar="FILE.lst[:LANG]",
+                   help="a seed-tts-eval test list (utt|prompt_text|prompt_wav|target_text, wavs relative to "
+                        "it; LANG default: the texts'); repeatable; eval.json gives each list's WER/CER and SS "
+                        "as seed-tts-eval computes them")
     p.add_argument("--out", required=True, help="eval run directory (created, or resumed)")
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "vllm"),
                    help="LM engine (auto: vllm on CUDA or for a RoPE student when installed, else torch)")
@@ -42,8 +51,10 @@ def main(args) -> int:
                               max_seconds=args.max_seconds, progress=not args.no_progress,
                               sampling={"temperature": args.temperature, "top_k": args.top_k,
                                         "top_p": args.top_p},
-                              ray_address=args.ray_address, codec=args.codec)
+                              ray_address=args.ray_address, codec=args.codec, lists=args.list)
     print(format_table(report["aggregate"]))
+    if report["lists"]:
+        print(format_lists(report["lists"]))
     print(f"eval: {report['n_prompts']}/{report['n_prompts_in_file']} prompts scored; "
           f"{report['run']}/eval.json")
     return 0

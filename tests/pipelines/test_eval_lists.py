@@ -109,3 +109,29 @@ def test_inputs_are_the_prompts_file_then_each_lists_new_tasks(tmp_path):
     task = tests[0].lines[0].prompt.task
     text = format_lists(lists_report(tests[:1], [_row(task, "今天天气很好", 0.0, 0.8)]))
     assert text == "list meta (zh, 1 utterances): CER 0.000% (seed-tts-eval; stepforge 0.000%), SS 0.800"
+
+
+def test_pipeline_yaml_eval_lists(tmp_path):
+    from types import SimpleNamespace
+
+    from pipelines.pipeline_config import load_pipeline
+    from pipelines.runner import Eval
+
+    lst = write_list(tmp_path, [f"u1|{PROMPT_TEXT}|wavs/tingting.wav|今天天气很好"])
+    spec = Path(__file__).parents[2] / "pipelines" / "configs" / "tiny.yaml"
+    good = tmp_path / "good.yaml"
+    good.write_text(f"spec: {spec}\neval:\n  lists: [meta.lst, 'meta.lst:en']\n")
+    assert load_pipeline(good).eval["lists"] == [str(lst), f"{lst}:en"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"spec: {spec}\neval:\n  lists: [none.lst, 'meta.lst:xx', 3]\n")
+    with pytest.raises(UserError) as exc:
+        load_pipeline(bad)
+    assert str(exc.value).splitlines() == [
+        f"{bad}: eval.lists: no such file {tmp_path / 'none.lst'}",
+        f"{bad}: eval.lists: {tmp_path / 'meta.lst:xx'}: unknown list language 'xx' (choose zh, en, ja, ko)",
+        f"{bad}: eval.lists: expected test list paths (FILE.lst or FILE.lst:LANG), got 3"]
+    # a changed list changes what the eval stage consumed (its fingerprint: it reruns)
+    ctx = SimpleNamespace(pipeline=load_pipeline(good), student=tmp_path / "student")
+    before = Eval.consumed(ctx)
+    lst.write_text(lst.read_text() + f"u2|{PROMPT_TEXT}|wavs/tingting.wav|你好\n", encoding="utf-8")
+    assert Eval.consumed(ctx) != before and "lists" in Eval.config(ctx)
