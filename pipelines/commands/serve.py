@@ -1,7 +1,7 @@
 """``stepforge serve STUDENT``: a distilled student behind OpenAI's speech API.
 
     stepforge serve runs/student --port 8000 [--engine auto|torch|vllm] [--codec melvq|WEIGHTS.npz|stepaudio:DIR]
-                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--voices DIR] [--api-key-env VAR]
+                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--max-queue N] [--voices DIR] [--api-key-env VAR]
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json' \\
          -d '{"model": "student", "input": "Hello.", "voice": "amy", "response_format": "wav"}' -o hello.wav
 
@@ -29,10 +29,13 @@ def register(sub) -> None:
     p.add_argument("--codec", default="melvq",
                    help="codec that decodes the student's ids: melvq (shipped), stepaudio:MODEL_PATH, or the weights file its corpus "
                         "was tokenized with (checked against STUDENT/train.json)")
-    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together by one engine call")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoding together (torch: at every step, continuous batching)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="audio length cap per request (default 30)")
     p.add_argument("--max-pending", type=int, default=64,
                    help="speech requests admitted at once; more get 429 with Retry-After (default 64)")
+    p.add_argument("--max-queue", type=int, default=None,
+                   help="requests waiting for the engine beyond which new ones get 503 with Retry-After "
+                        "(default 4 x --max-batch)")
     p.add_argument("--voices", default=None, metavar="DIR",
                    help="folder of voices registered through POST /v1/audio/voices (default STUDENT/voices)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
@@ -49,6 +52,8 @@ def main(args) -> int:
     key = api_key(args.api_key_env)
     if args.max_pending < 1:
         raise UserError(f"--max-pending must be >= 1, got {args.max_pending}")
+    if args.max_queue is not None and args.max_queue < 1:
+        raise UserError(f"--max-queue must be >= 1, got {args.max_queue}")
     check_port(args.host, args.port)
     if key is None and not _loopback(args.host):
         print(f"stepforge serve: warning: {args.host} is reachable from other machines and no "
@@ -56,7 +61,7 @@ def main(args) -> int:
     service = SpeechService(args.student, engine=args.engine, codec=args.codec, max_batch=args.max_batch,
                             max_seconds=args.max_seconds, voices=args.voices)
     try:
-        app = create_app(service, api_key=key, max_pending=args.max_pending)
+        app = create_app(service, api_key=key, max_pending=args.max_pending, max_queue=args.max_queue)
         print(f"stepforge serve: {service.model_id} ({service.kind} engine, codec {service.codec.version}) "
               f"on http://{args.host}:{args.port}/v1/audio/speech", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

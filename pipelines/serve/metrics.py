@@ -31,8 +31,10 @@ class Metrics:
         self.running = Gauge("stepforge_requests_running", "speech requests admitted and not waiting for the "
                              "engine (generating, decoding or streaming)", registry=r)
         self.queued = Gauge("stepforge_requests_queued", "speech requests waiting for the engine", registry=r)
-        self.batch_size = Histogram("stepforge_batch_size", "requests per engine call",
+        self.batch_size = Histogram("stepforge_batch_size", "requests per decoding step (torch) or engine call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.cancelled = Counter("stepforge_cancelled", "speech requests whose client left before the end",
+                                 registry=r)
         self.rejected = Counter("stepforge_rejected", "speech requests refused by the concurrency limit",
                                 registry=r)
 

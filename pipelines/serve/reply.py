@@ -49,6 +49,7 @@ class SpeechReply:
         self.audio_seconds = 0.0
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.first_sent = False
+        self.completed = False  # the body ran to its end (else the client left)
         self._audio = None  # the first piece's audio iterator
         self._first: np.ndarray | None = None
         self._resampler = None
@@ -93,7 +94,10 @@ class SpeechReply:
             self.metrics.latency.labels(route="/v1/audio/speech").observe(wall)
             if self.audio_seconds:
                 self.metrics.rtf.observe(wall / self.audio_seconds)
+            self.completed = True
         finally:
+            if not self.completed:
+                self.metrics.cancelled.inc()
             self.cancel()
             self.release()
 

@@ -327,33 +327,65 @@ def test_the_concurrency_limit_answers_429_with_retry_after(guarded):
     assert _metric(guarded.url, "stepforge_rejected_total", auth) >= len(refused)
 
 
-def test_eight_concurrent_requests_complete_and_match_their_one_at_a_time_audio(server, client):
+def test_sixteen_concurrent_streams_complete_and_match_their_one_at_a_time_audio(server, client):
+    def one(seed, fmt="pcm"):
+        with client.audio.speech.with_streaming_response.create(
+                model="student", voice="amy" if seed % 2 else "default", input=f"Sentence number {seed}.",
+                response_format=fmt, extra_body={"seed": seed}) as resp:
+            return b"".join(resp.iter_bytes())
+
+    steps_before = _metric(server.url, "stepforge_batch_size_count")
+    rows_before = _metric(server.url, "stepforge_batch_size_sum")
     out: dict = {}
-
-    def one(seed):
-        out[seed] = client.audio.speech.create(model="student", voice="default", input=f"Sentence number {seed}.",
-                                               response_format="wav", extra_body={"seed": seed}).content
-
-    threads = [threading.Thread(target=one, args=(s,)) for s in range(8)]
+    threads = [threading.Thread(target=lambda s=s: out.__setitem__(s, one(s))) for s in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(out) == list(range(8))
+    assert sorted(out) == list(range(16)) and all(out.values())
+    steps = _metric(server.url, "stepforge_batch_size_count") - steps_before
+    rows = _metric(server.url, "stepforge_batch_size_sum") - rows_before
+    assert rows / steps > 1.5  # the streams shared decoding steps
     for seed in (0, 5):  # a seeded request sounds the same whatever else shared its batch
-        alone = client.audio.speech.create(model="student", voice="default", input=f"Sentence number {seed}.",
-                                           response_format="wav", extra_body={"seed": seed}).content
-        assert alone == out[seed]
-    assert _metric(server.url, "stepforge_batch_size_sum") >= 10
-
-
-def test_a_client_that_leaves_mid_stream_frees_its_slot(server):
-    with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=_speech(response_format="pcm", seed=2),
-                      timeout=120) as r:
-        assert r.status_code == 200
-        next(r.iter_raw(1024))
+        assert one(seed) == out[seed]
     assert _settled(server.url, "stepforge_requests_running") == 0
-    assert httpx.post(f"{server.url}/v1/audio/speech", json=_speech(seed=2), timeout=120).status_code == 200
+
+
+def test_a_full_engine_queue_answers_503_with_retry_after(service):
+    from pipelines.serve.app import create_app
+
+    srv = _Server(create_app(service, max_queue=0))
+    try:
+        r = httpx.post(f"{srv.url}/v1/audio/speech", json=_speech(seed=1), timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "engine_overloaded" and r.json()["error"]["type"] == "server_error"
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_slot(student):
+    from pipelines.serve.app import create_app
+    from pipelines.serve.service import SpeechService
+
+    service = SpeechService(student, engine="torch", max_seconds=30, max_batch=4)  # long enough to leave
+    server = _Server(create_app(service))
+    try:
+        with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=_speech(response_format="pcm", seed=2),
+                          timeout=120) as r:
+            assert r.status_code == 200
+            next(r.iter_raw(1024))
+        assert _settled(server.url, "stepforge_requests_running") == 0
+        assert _metric(server.url, "stepforge_cancelled_total") == 1
+        deadline = time.monotonic() + 30
+        while service.scheduler.running and time.monotonic() < deadline:  # its row left the engine's batch
+            time.sleep(0.05)
+        assert service.scheduler.running == 0
+        assert httpx.post(f"{server.url}/v1/audio/speech", json=_speech(seed=2, input="Hi."),
+                          timeout=120).status_code == 200
+    finally:
+        server.stop()
+        service.close()
 
 
 def test_metrics_count_requests_by_route_and_status(server):
