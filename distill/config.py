@@ -88,14 +88,20 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
         raise ConfigError(f"{where.rstrip('.') or 'a distill config'} must be a mapping, got {over!r}")
     for key, value in (over or {}).items():
         if key not in base:
-            raise ConfigError(f"unknown key {where}{key} (known: {', '.join(base)})")
+            raise ConfigError(f"unknown key {where}{_key(key)} (known: {', '.join(base)})")
         if isinstance(base[key], dict) and key not in FREE_FORM:
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}{key} must be a mapping")
+                raise ConfigError(f"{where}{_key(key)} must be a mapping")
             out[key] = _merge(base[key], value, f"{where}{key}.")
         else:
             out[key] = _number(value) if isinstance(base[key], (int, float)) else value
     return out
+
+
+def _key(key) -> str:
+    """A key or path as it reads in a one-line message (control characters escaped)."""
+    key = str(key)
+    return key if key.isprintable() else key.encode("unicode_escape").decode("ascii")
 
 
 def _number(value):
@@ -175,13 +181,14 @@ def read_config_file(path: str | Path, keep_resolved: bool = False) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such distill config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read distill config ({exc.strerror if isinstance(exc, OSError) else exc})") from None
+        raise ConfigError(f"{_key(path)}: no such distill config") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+        raise ConfigError(f"{_key(path)}: cannot read distill config "
+                          f"({exc.strerror if isinstance(exc, OSError) else exc})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{_key(path)}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a distill config is a mapping of sections")
+        raise ConfigError(f"{_key(path)}: a distill config is a mapping of sections")
     if not keep_resolved:
         data.pop("runs", None), data.pop("out", None)
     return data
@@ -242,7 +249,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"student.arch must be one of {', '.join(ARCHES)}, got {s['arch']!r}")
     if s["preset"] not in PRESETS:
         raise ConfigError(f"student.preset must be one of {', '.join(PRESETS)}, got {s['preset']!r}")
-    if s["init"] is not None and not isinstance(s["init"], str):
+    if s["init"] is not None and (not isinstance(s["init"], str) or "\x00" in s["init"]):
         raise ConfigError(f"student.init must be a checkpoint dir or null, got {s['init']!r}")
     _check_overrides(s)
     if t["precision"] not in PRECISIONS:

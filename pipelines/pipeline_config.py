@@ -80,7 +80,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     filt = _mapping(data.get("filter"), f"{path}: filter", errors)
     distill = _distill(data.get("distill"), path, base, errors)
     ev = _flat(data.get("eval"), EVAL_KEYS, f"{path}: eval", errors)
-    if ev.get("prompts"):
+    if ev.get("prompts") and not ev["prompts"].isprintable():  # a NUL or newline: no file name
+        errors.append(f"{path}: eval.prompts: not a file name: {ev['prompts']!r}")
+    elif ev.get("prompts"):
         ev["prompts"] = str((base / ev["prompts"]).resolve())
         if not Path(ev["prompts"]).is_file():
             errors.append(f"{path}: eval.prompts: no such file {ev['prompts']}")

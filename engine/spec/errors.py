@@ -16,6 +16,13 @@ class SpecError(UserError):
     @classmethod
     def at(cls, file, field: str, problem: str) -> "SpecError":
         """Build the error for ``problem`` found at ``field`` (e.g. ``texts[1].file``) of ``file``."""
-        where = f"{file}: {field}: " if field else f"{file}: "
+        where = f"{_printable(file)}: {_printable(field)}: " if field else f"{_printable(file)}: "
         # One line only: nested messages (audio decoders, YAML) may carry newlines.
         return cls(where + " ".join(str(problem).split()))
+
+
+def _printable(name) -> str:
+    """``name`` as is, or escaped where it holds a newline or another control character (a YAML
+    key may be any string)."""
+    name = str(name)
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")

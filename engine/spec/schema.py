@@ -168,7 +168,7 @@ def _source(c: _Checker, item, where: str, base_dir: Path) -> TextSource:
         return TextSource("builtin", where, langs=langs, limit=limit)
     lang = c.choice(item["lang"], f"{where}.lang", LANGUAGES) if "lang" in item else ""
     path = item[kind]
-    if not isinstance(path, str) or not path.strip():
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
         raise c.fail(f"{where}.{kind}", "expected a path")
     path = str((base_dir / Path(path).expanduser()).resolve())
     if kind == "file" and not Path(path).is_file():
@@ -230,7 +230,7 @@ def _clone(c: _Checker, value, base_dir: Path, named: bool) -> tuple[str, float 
     """Speaker folder and clone share; ``named`` says quotas or categories name speakers."""
     value = c.mapping(value, "clone", CLONE_KEYS)
     folder = value.get("speakers")
-    if not isinstance(folder, str) or not folder.strip():
+    if not isinstance(folder, str) or not folder.strip() or "\x00" in folder:
         raise c.fail("clone.speakers", "expected a folder path or builtin")
     if folder != "builtin":
         folder = str((base_dir / Path(folder).expanduser()).resolve())

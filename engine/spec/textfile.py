@@ -19,6 +19,8 @@ def read_utf8(path: Path, field: str = "") -> str:
         raise SpecError.at(path, field, "no such file") from None
     except OSError as exc:
         raise SpecError.at(path, field, f"cannot read ({exc.strerror})") from None
+    except ValueError:  # a NUL in the path
+        raise SpecError.at(path, field, "not a valid path") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -163,6 +163,8 @@ def check_spec(data, base_dir: Path, file="<fuzz>"):
 @FUZZ
 @given(data=st.one_of(mutated(SPEC_BASES), values))
 @example(data={"count": 3, "texts": [{"builtin": "en"}], "categories": {"emotion": {"happy": math.nan}}})
+@example(data={"count": 3, "texts": [{"builtin": "en"}], "\n": None})  # a two-line message
+@example(data={"count": 3, "texts": [{"file": "a\x00b"}]})
 def test_spec_data(spec_dir, data):
     check_spec(data, spec_dir)
 
@@ -236,6 +238,10 @@ def check_pipeline(path: Path):
 
 @FUZZ
 @given(data=st.one_of(mutated(PIPELINE_BASES), values))
+@example(data={"spec": "\x00"})  # ValueError: embedded null byte
+@example(data={"spec": "tiny.yaml", "eval": {"prompts": "a\x00"}})
+@example(data={"spec": "tiny.yaml", "distill": {"config": "\x00", "student": {"init": "\x00"}}})
+@example(data={"spec": "tiny.yaml", "distill": {"train\n": 1}})
 def test_pipeline_config(spec_dir, data):
     path = spec_dir / "fuzz-pipeline.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
