@@ -14,7 +14,9 @@ Two stages, each with its own look-ahead:
 - waveform: Griffin-Lim needs a phase, and the whole-utterance decode finds one for all frames
   at once, which a stream cannot wait for. Blocks of ``block`` frames are phased with
   ``overlap`` frames of the previous block (starting from its final phase, for continuity) and
-  ``lookahead`` frames after, and joined with a linear cross-fade over the overlap. The waveform
+  ``lookahead`` frames after, and joined with a linear cross-fade over the overlap. The first
+  block is short (the first audio comes early); blocks then double up to ``max_block``, since
+  Griffin-Lim on short blocks costs several times the whole decode's CPU (measured). The waveform
   thus differs from the whole decode in phase, not in magnitude; ``bench/serve_load.py`` measures
   by how much.
 """
@@ -27,7 +29,8 @@ from engine import tokens
 from . import mel
 from .vocoder import griffin_lim_from, random_phases
 
-BLOCK = 24      # frames phased and sent at a time (240 ms)
+BLOCK = 24      # frames of the first block phased and sent (240 ms); each next block doubles
+MAX_BLOCK = 192  # up to this (1.92 s): short blocks for the first audio, long ones cost less
 LOOKAHEAD = 12  # frames after a block that its phasing sees
 OVERLAP = 12    # frames of the previous block it starts from, cross-faded
 
@@ -62,16 +65,17 @@ class StreamDecoder:
 
     Args:
         codec: the codec (its decoder net and smoothing set the log-mel look-ahead).
-        block, lookahead, overlap: the waveform stage's sizes, in 10 ms frames.
+        block, max_block, lookahead, overlap: the waveform stage's sizes, in 10 ms frames.
         n_iter: Griffin-Lim iterations per block (the whole decode's 32 by default).
     """
 
     def __init__(self, codec, block: int = BLOCK, lookahead: int = LOOKAHEAD, overlap: int = OVERLAP,
-                 n_iter: int = 32):
-        if block < 1 or lookahead < 0 or not 0 <= overlap <= block:
-            raise ValueError(f"need block >= 1, lookahead >= 0 and 0 <= overlap <= block, got "
-                             f"{block}, {lookahead}, {overlap}")
+                 n_iter: int = 32, max_block: int = MAX_BLOCK):
+        if block < 1 or lookahead < 0 or not 0 <= overlap <= block or max_block < block:
+            raise ValueError(f"need block >= 1, lookahead >= 0, 0 <= overlap <= block <= max_block, got "
+                             f"{block}, {lookahead}, {overlap}, {max_block}")
         self.codec = codec
+        self.first_block, self.max_block = block, max_block
         self.block, self.lookahead, self.overlap, self.n_iter = block, lookahead, overlap, n_iter
         self.groups_ctx, self.frames_ctx = codec.context
         self._ids: list[int] = []
@@ -141,6 +145,7 @@ class StreamDecoder:
             else:
                 break
             out.append(self._phase_block(end, final and end == frames))
+            self.block = min(self.max_block, 2 * self.block)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _phase_block(self, end: int, last: bool) -> np.ndarray:

@@ -11,19 +11,17 @@ Prompts and sampling are the LM teacher's (:class:`engine.teachers.lm.LMTeacher`
 system brief, tagged text and clone turn, the 2:3 audio constraint, upstream decoding), so a
 served student hears exactly what it was distilled on.
 
-The torch engine runs under continuous batching (:class:`engine.lm.stream.ContinuousBatcher`):
-requests join and leave the running batch at every step, their ids stream out as they are
-sampled, and the system + clone turns' KV is computed once per voice and style. Other engines
-return whole generations, so their requests are batched per engine call instead (the ones that
-arrive while a batch runs form the next). A streamed utterance is decoded incrementally
+Both engines batch continuously: requests join and leave the running batch at every step and
+their ids stream out as they are sampled. The torch engine runs under
+:class:`engine.lm.stream.ContinuousBatcher` (the system + clone turns' KV computed once per voice
+and style); vLLM under :class:`engine.lm.vllm_stream.VLLMStreamBatcher` (its own scheduler and
+prefix cache, stepped by one thread). A streamed utterance is decoded incrementally
 (:mod:`engine.codec.stream`) when the codec can; otherwise it is decoded whole at its end.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import queue
-import threading
 import time
 from dataclasses import dataclass
 
@@ -33,7 +31,7 @@ from engine.codec import load_codec
 from engine.codec.stream import open_stream
 from engine.instructions import Instruction
 from engine.lm.base import Generation
-from engine.lm.stream import FINISH_CANCELLED, ContinuousBatcher, Handle
+from engine.lm.stream import FINISH_CANCELLED, ContinuousBatcher
 from engine.prompts import ClonePrompt, tts_prompt_parts
 from engine.speakers import Speaker, load_speakers
 from engine.task import Task
@@ -94,12 +92,13 @@ class SpeechService:
         max_seconds: audio length cap per request.
         voices: the folder of registered voices (default ``STUDENT/voices``, made on the first
             registration; see :class:`pipelines.serve.voices.VoiceStore`).
-    Each function in ``batch_listeners`` is called with the batch size of every engine step
-    (torch) or call (other engines), for metrics.
+        lm: an LM engine already loaded over ``student`` (of kind ``engine``) to use instead of
+            loading one; the service then drives it alone until ``close``.
+    Each function in ``batch_listeners`` is called with the batch size of every engine step.
     """
 
     def __init__(self, student, engine: str = "auto", codec: str = "melvq", max_batch: int = 8,
-                 max_seconds: float = 30.0, voices=None):
+                 max_seconds: float = 30.0, voices=None, lm=None):
         if max_batch < 1 or not max_seconds > 0:
             raise UserError(f"max_batch must be >= 1 and max_seconds > 0, got {max_batch} and {max_seconds}")
         self.student, student_type = check_student(student)
@@ -108,7 +107,7 @@ class SpeechService:
         check_codec(self.student, self.codec)
         batch_option = "max_batch" if self.kind == "torch" else "max_num_seqs"
         self.teacher = LMTeacher(f"{self.kind}:{self.student}?max_seconds={max_seconds:g}&{batch_option}={max_batch}",
-                                 codec=self.codec)
+                                 codec=self.codec, engine=lm)
         self.model_id = self.student.name
         self.max_seconds = max_seconds
         self.max_batch = max_batch
@@ -120,9 +119,12 @@ class SpeechService:
         engine_ = self.teacher.engine  # load the model now: the first request should not pay for it
         if self.kind == "torch":
             self.scheduler = ContinuousBatcher(engine_, max_batch)
-            self.scheduler.step_listeners.append(self._batch)
         else:
-            self.scheduler = CallBatcher(engine_, max_batch, self._batch)
+            from engine.lm.vllm_stream import VLLMStreamBatcher
+
+            self.scheduler = VLLMStreamBatcher(engine_)
+        self.scheduler.step_listeners.append(self._batch)
+        self._owns_engine = lm is None
         self.closed = False
 
     def _batch(self, size: int) -> None:
@@ -217,13 +219,14 @@ class SpeechService:
     def info(self) -> dict:
         return {"model": self.model_id, "student": str(self.student), "engine": self.kind,
                 "codec": self.codec.version, "max_batch": self.max_batch,
-                "scheduler": "continuous" if self.kind == "torch" else "per-call",
+                "scheduler": "continuous",
                 "max_seconds": self.teacher.options["max_seconds"], "ids_per_second": round(TOKENS_PER_SECOND, 2)}
 
     def close(self) -> None:
         self.closed = True
         self.scheduler.close()
-        self.teacher.close()
+        if self._owns_engine:
+            self.teacher.close()
 
 
 class Utterance:
@@ -290,61 +293,3 @@ class Utterance:
             self.first_audio = time.perf_counter()
         pieces.append(samples)
         return samples
-
-
-class CallBatcher:
-    """For engines that return whole generations: one thread takes every request waiting (up to
-    ``max_batch``), runs them as one ``generate`` call, and hands each its ids at the end. Same
-    ``submit`` interface as :class:`engine.lm.stream.ContinuousBatcher`."""
-
-    def __init__(self, engine, max_batch: int, listen):
-        self.engine, self.max_batch, self.listen = engine, max_batch, listen
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="stepforge-serve-engine", daemon=True)
-        self._thread.start()
-
-    def submit(self, ids: list[int], params, on_ids, prefix: int = 0):
-        handle = Handle(list(ids), params, on_ids, prefix)
-        self._queue.put(handle)
-        return handle
-
-    @property
-    def waiting(self) -> int:
-        return self._queue.qsize()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            for handle in batch:
-                if handle.cancelled.is_set():
-                    handle.on_ids([], Generation([], FINISH_CANCELLED), None)
-            batch = [h for h in batch if not h.cancelled.is_set()]
-            if batch:
-                self._run(batch)
-
-    def _run(self, batch: list) -> None:
-        self.listen(len(batch))
-        try:
-            gens = self.engine.generate([h.ids for h in batch], [h.params for h in batch])
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].on_ids([], None, exc)
-                return
-            for one in batch:  # find the request that fails: one at a time
-                self._run([one])
-            return
-        for handle, gen in zip(batch, gens):
-            handle.on_ids(list(gen.token_ids), gen, None)

@@ -539,3 +539,36 @@ def test_long_input_is_generated_in_pieces_with_one_voice_and_streamed_in_order(
     assert sr == 16000 and len(wav) == round(len(pcm) / 2 * 16000 / 24000)
     flac = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "response_format": "flac"}, timeout=120)
     assert flac.headers["x-pieces"] == "3" and len(sf.read(io.BytesIO(flac.content))[0]) == len(wav)
+
+
+def test_a_rope_student_streams_through_vllm(vllm_engine, tiny_rope_dir):
+    from pipelines.serve.app import create_app
+    from pipelines.serve.service import SpeechService
+
+    service = SpeechService(tiny_rope_dir, engine="vllm", max_seconds=MAX_SECONDS, lm=vllm_engine)
+    server = _Server(create_app(service))
+    try:
+        assert httpx.get(f"{server.url}/health").json()["engine"] == "vllm"
+        body = {**_speech(model=tiny_rope_dir.name, response_format="pcm"), "stream_format": "sse"}
+        out: dict = {}
+
+        def one(seed):
+            r = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "seed": seed}, timeout=300)
+            out[seed] = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+
+        threads = [threading.Thread(target=one, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for events in out.values():
+            pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+            done = events[-1]
+            assert done["type"] == "speech.audio.done" and done["usage"]["output_tokens"] % 5 == 0
+            assert len(pcm) == 2 * round(done["usage"]["output_tokens"] / 5 * 0.12 * 24000)
+        assert _metric(server.url, "stepforge_batch_size_sum") > _metric(server.url, "stepforge_batch_size_count")
+        again = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "seed": 2}, timeout=300).text
+        assert [json.loads(line[6:]) for line in again.splitlines() if line.startswith("data: ")] == out[2]
+    finally:
+        server.stop()
+        service.close()
