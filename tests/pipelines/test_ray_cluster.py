@@ -1,0 +1,91 @@
+"""``--ray-address`` on a real two-node Ray cluster started on this machine
+(:mod:`tests.pipelines.ray_cluster`): the synthesize job's actors work on both nodes, the worker
+node dies mid-run (its raylet and everything it started, SIGKILL), and the rerun finishes with every
+task exactly once (``stepforge verify``). The whole ``stepforge run`` pipeline under the same
+failure, with timings: ``python -m bench.ray_cluster``.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import CONFIGS, REPO, cli_env
+from tests.pipelines.ray_cluster import RAY, TwoNodeCluster
+
+pytestmark = pytest.mark.slow
+# Ray notices a dead node after ~1.5 s instead of its default ~15-30 s (health checks every 3 s, 5 misses)
+FAST_DEATH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+              "RAY_health_check_failure_threshold": "3"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not Path(RAY).exists():
+        pytest.skip(f"no ray CLI beside {sys.executable}")
+    root = Path(tempfile.mkdtemp(prefix="sf-ray-", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        with TwoNodeCluster(root, env=FAST_DEATH) as c:
+            yield c
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def synthesize(cluster: TwoNodeCluster, spec: Path, run: Path, **popen) -> subprocess.Popen:
+    env = {**cli_env(), **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}}
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "synthesize", str(spec),
+                             "--out", str(run), "--no-progress", "--shard-size", "1", "--batch-size", "1",
+                             "--ray-address", cluster.address], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def watch_both_nodes_work(cluster: TwoNodeCluster, proc: subprocess.Popen, run: Path, timeout: float = 300) -> dict:
+    """Poll until an actor has run a batch on each node and a shard is committed; returns
+    {node id: pids of its actors seen working}."""
+    seen = {"head": set(), "worker": set()}
+    deadline = time.monotonic() + timeout
+    while not (all(seen.values()) and any((run / "manifest.d").glob("shard-*.parquet"))):
+        assert proc.poll() is None, f"the run ended before both nodes worked: {seen}\n{proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"no work on both nodes in {timeout} s: {seen}"
+        for node, pids in cluster.busy().items():
+            seen[node] |= pids
+        time.sleep(0.3)
+    return {cluster.node_id(node): pids for node, pids in seen.items()}
+
+
+def test_synthesize_uses_both_nodes_and_a_rerun_finishes_after_one_dies(cluster, tmp_path):
+    run, spec = tmp_path / "run", tmp_path / "six.yaml"
+    spec.write_text((CONFIGS / "tiny.yaml").read_text().replace("count: 12", "count: 6"))
+    head, worker = cluster.node_id("head"), cluster.node_id("worker")
+    first = synthesize(cluster, spec, run)
+    working = watch_both_nodes_work(cluster, first, run)
+    assert set(working) == {head, worker} and all(working.values())
+    assert cluster.kill_worker_node()
+    try:  # the job may not notice the lost actor by itself; a scheduler's timeout ends it so
+        first.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    deadline = time.monotonic() + 60
+    while cluster.alive_nodes() != [head]:  # Ray marks the node dead after its health checks fail
+        assert time.monotonic() < deadline, cluster.alive_nodes()
+        time.sleep(2)
+    committed = pq.read_table(run / "manifest.d").num_rows if any((run / "manifest.d").glob("*.parquet")) else 0
+    rerun = synthesize(cluster, spec, run)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-3000:]
+    tasks = pq.read_table(run / "tasks.parquet").column("id").to_pylist()
+    rows = pq.read_table(run / "manifest.parquet").select(["id", "attempt", "status"]).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(tasks) and all(r["status"] == "ok" for r in rows)
+    assert 0 < committed < len(tasks), "the worker node was killed mid-run"
+    assert f"{len(tasks)}/{len(tasks)} tasks" in out
+    verify = subprocess.run([sys.executable, "-m", "pipelines.cli", "verify", str(run), "--no-decode"], cwd=REPO,
+                            env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
