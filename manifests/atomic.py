@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from manifests.errors import storage_error
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -15,19 +17,29 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
 
     A crash leaves at most a ``*.tmp`` file, never a half-written ``path``.
+
+    Raises:
+        StorageError: the disk is full, or the folder read-only or not writable (one line naming
+            ``path``); nothing is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        error = storage_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

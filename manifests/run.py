@@ -107,8 +107,14 @@ class RunDir:
             key = sample_key(row["id"], row.get("attempt") or 0)
             if key in by_key:
                 row["shard"], row["offset"] = f"shards/{name}", by_key[key]
-        with atomic_path(self.journal / f"shard-{index:06d}.parquet") as tmp:
-            pq.write_table(manifest_table(rows), tmp)
+        try:
+            with atomic_path(self.journal / f"shard-{index:06d}.parquet") as tmp:
+                pq.write_table(manifest_table(rows), tmp)
+        except BaseException:
+            # without its fragment the tar is uncommitted: remove it now (a full disk gets its space back)
+            with contextlib.suppress(OSError):
+                (self.shards / name).unlink(missing_ok=True)
+            raise
 
     def journal_table(self) -> pa.Table:
         parts = sorted(self.journal.glob("shard-*.parquet"))

@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 
-from manifests.errors import UserError
+from manifests.errors import UserError, storage_error
 
 COMMANDS = ("synthesize", "filter", "distill", "eval", "serve", "codec", "verify", "run", "report", "runs")
 
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("STEPFORGE_DEBUG"):
             raise
         print(f"stepforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or denied where no writer named the file
+        error = storage_error(exc)
+        if error is None or os.environ.get("STEPFORGE_DEBUG"):
+            raise
+        print(f"stepforge {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stepforge {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
