@@ -136,11 +136,15 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
     service.batch_listeners.append(metrics.batch_size.observe)
     metrics.queued.set_function(lambda: service.queued)
     metrics.running.set_function(lambda: gate.active - service.queued)
-    formats = supported_formats()
-    queue_limit = max_queue if max_queue is not None else 4 * service.max_batch
     _install_errors(app)
     _install_middleware(app, metrics, api_key, max_body, max_upload)
+    _info_routes(app, service, metrics)
+    _voice_routes(app, service)
+    _speech_route(app, service, metrics, gate, max_queue if max_queue is not None else 4 * service.max_batch)
+    return app
 
+
+def _info_routes(app: FastAPI, service: SpeechService, metrics: Metrics) -> None:
     @app.get("/health")
     async def health():
         return {"status": "ok", **service.info()}
@@ -155,6 +159,8 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
         return {"object": "list", "data": [{"id": service.model_id, "object": "model", "created": 0,
                                             "owned_by": "stepforge"}]}
 
+
+def _voice_routes(app: FastAPI, service: SpeechService) -> None:
     @app.get("/v1/audio/voices")
     async def voices():
         data = [_voice_object(DEFAULT_VOICE, "default")]
@@ -187,22 +193,17 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
         service.registered.delete(name)
         return {"id": name, "object": "audio.voice.deleted", "deleted": True}
 
+
+def _speech_route(app: FastAPI, service: SpeechService, metrics: Metrics, gate: "_Gate", queue_limit: int) -> None:
+    formats = supported_formats()
+
     @app.post(SPEECH)
     async def speech(req: SpeechRequest):
         req.response_format = req.response_format or ("mp3" if "mp3" in formats else "wav")
         _check(req, service, formats)
         voice = _voice_id(req.voice)
-        try:
-            instruction = understand(req.instructions, req.speed, req.input)
-        except InstructionError as exc:
-            speed = str(exc).startswith("speed")
-            raise APIError(400, str(exc), param="speed" if speed else "instructions",
-                           code="invalid_value" if speed else "invalid_instructions") from None
-        waiting = service.queued
-        if service.closed or waiting >= queue_limit:
-            why = "is shutting down" if service.closed else f"has {waiting} requests waiting for the engine"
-            raise APIError(503, f"the server {why}; retry after the Retry-After seconds", code="engine_overloaded",
-                           type="server_error", headers={"Retry-After": str(RETRY_AFTER)})
+        instruction = _instruction(req)
+        _check_capacity(service, queue_limit)
         release = gate.enter()
         reply = None
         try:
@@ -222,7 +223,24 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
         kind = "text/event-stream" if req.stream_format == "sse" else media_type(req.response_format)
         return _AudioResponse(reply.body(), release, media_type=kind, headers=reply.headers())
 
-    return app
+
+def _instruction(req: SpeechRequest):
+    """The request's instructions and speed as an Instruction (400 naming the field otherwise)."""
+    try:
+        return understand(req.instructions, req.speed, req.input)
+    except InstructionError as exc:
+        speed = str(exc).startswith("speed")
+        raise APIError(400, str(exc), param="speed" if speed else "instructions",
+                       code="invalid_value" if speed else "invalid_instructions") from None
+
+
+def _check_capacity(service: SpeechService, queue_limit: int) -> None:
+    """503 with Retry-After while the server shuts down or the engine's queue is full."""
+    waiting = service.queued
+    if service.closed or waiting >= queue_limit:
+        why = "is shutting down" if service.closed else f"has {waiting} requests waiting for the engine"
+        raise APIError(503, f"the server {why}; retry after the Retry-After seconds", code="engine_overloaded",
+                       type="server_error", headers={"Retry-After": str(RETRY_AFTER)})
 
 
 def _check(req: SpeechRequest, service: SpeechService, formats: tuple[str, ...]) -> None:
