@@ -9,6 +9,7 @@ required) plus an optional ``teacher`` object with what the teacher's run measur
                  "duration_s": 2.52}}
 
     prompts = read_prompts("heldout.jsonl")      # list[Prompt]; UserError naming file:line
+    with_samples(prompts, 3)                     # each prompt 3 times, seeded: ids ID, ID-1, ID-2
     prompt_record(manifest_row, "runs/tiny")     # one line of such a file, from a teacher row
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from engine.instructions import Instruction
 from engine.task import Task
 from manifests.errors import UserError
+from pipelines.synthesize import attempt_seed
 
 TASK_TYPES = {f.name: (int if f.type == "int" else str) for f in fields(Task)}
 REQUIRED = ("id", "text", "lang")
@@ -38,6 +40,8 @@ class Prompt:
     task: Task
     teacher: dict = field(default_factory=dict, compare=False, hash=False)
     line: int = 0
+    sample: int = 0             # which seeded sample of the prompt (see :func:`with_samples`)
+    prompt_id: str = ""         # the prompt's own id (the task's id for sample 0)
 
 
 def read_prompts(path: str | Path) -> tuple[list[Prompt], int]:
@@ -72,6 +76,21 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], int]:
     if not prompts:
         raise UserError(f"{path}: no prompts (expected one JSON task per line)")
     return prompts, skipped
+
+
+def with_samples(prompts: list[Prompt], samples: int) -> list[Prompt]:
+    """Each prompt ``samples`` times, prompt by prompt. Sample 0 is the prompt itself (so one
+    sample is the plain eval); sample k > 0 has id ``ID-k`` and the seed a k-th regeneration
+    attempt gets (``attempt_seed``), so the same prompts and count give the same seeds."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
+    out = []
+    for p in prompts:
+        for k in range(samples):
+            task = p.task if k == 0 else Task.from_row({**p.task.to_row(), "id": f"{p.task.id}-{k}",
+                                                        "seed": attempt_seed(p.task.seed, k)})
+            out.append(Prompt(task, p.teacher, p.line, k, p.task.id))
+    return out
 
 
 def _parse_line(line: str, where: str, number: int) -> Prompt:

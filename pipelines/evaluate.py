@@ -1,7 +1,8 @@
 """Score a distilled student the way its teacher was scored: the same LM engine stack, codec and
 filters, on held-out prompts that carry the teacher's scores.
 
-    stepforge eval student/ --prompts heldout.jsonl --out runs/eval [--max-seconds 20]
+    stepforge eval student/ --prompts heldout.jsonl --out runs/eval [--max-seconds 20] \
+        [--samples 3 --teacher reference]
     stepforge eval student/ --list seedtts/zh/meta.lst --out runs/eval-zh    # seed-tts-eval test lists
     report = evaluate_student("student/", "heldout.jsonl", "runs/eval")   # also OUT/eval.json
 
@@ -15,6 +16,13 @@ Speaker similarity needs a reference: a clone row uses its prompt wav (as for th
 other row uses the teacher's rendering of the same task (its ``src.flac``, else its decoded audio),
 which this job stores as the sample's ``src.flac``. With the reference teacher that is exactly
 what the teacher's own SS was measured against, so the two figures compare.
+
+Less noise: ``samples=K`` generates each prompt K times with seeds of its own
+(:func:`pipelines.eval_prompts.with_samples`), and ``teacher=SPEC`` has the teacher voice the same
+prompts and seeds through the same codec into ``OUT/teacher`` (a run of its own, filtered with the
+same config and speaker references), so the student-vs-teacher ratio compares like with like.
+``eval.json["stats"]`` holds each metric's mean over prompts with a 95% interval and the ratio's
+(:mod:`pipelines.eval_stats`).
 """
 from __future__ import annotations
 
@@ -32,8 +40,9 @@ from manifests import RunDir, RunError, UserError, read_sample, write_json
 from manifests.digest import model_dir_fingerprint
 from manifests.stage import Stage
 from pipelines.eval_lists import NORMALISATION, lists_report, read_inputs
-from pipelines.eval_prompts import Prompt, prompts_hash
+from pipelines.eval_prompts import Prompt, prompts_hash, with_samples
 from pipelines.eval_report import aggregate, eval_rows
+from pipelines.eval_stats import score_stats
 from pipelines.filter_job import filter_run, load_config
 from pipelines.identity import claim_run, identify, utc_now
 from pipelines.synthesize import Lineage, next_work, run_synthesis, synthesis_stages
@@ -82,7 +91,7 @@ def teacher_audio(shard: str, offset: int) -> bytes:
 def evaluate_student(student: str | Path, prompts: str | Path | None, out: str | Path, *, engine: str = "auto",
                      filter_config=None, limit: int | None = None, max_seconds: float | None = None,
                      sampling: dict | None = None, progress: bool = True, ray_address=None,
-                     codec: str = "melvq", lists=None) -> dict:
+                     codec: str = "melvq", samples: int = 1, teacher: str | None = None, lists=None) -> dict:
     """Generate the prompts with the student, decode, filter, and write ``out/eval.json``.
 
     Args:
@@ -104,6 +113,9 @@ def evaluate_student(student: str | Path, prompts: str | Path | None, out: str |
         lists: seed-tts-eval test lists (``FILE.lst`` or ``FILE.lst:LANG``, see
             :mod:`pipelines.eval_lists`): their lines are clone prompts after the prompts file's,
             and ``eval.json["lists"]`` gives each list's seed-tts-eval WER/CER and SS.
+        samples: seeded generations per prompt (sample 0 is the prompt's own seed).
+        teacher: a teacher spec (``reference``, ``torch:DIR``, ...) that voices the same prompts
+            and seeds in ``out/teacher``; it should be the one that made the prompts' runs.
     Returns:
         the eval.json content (see :mod:`pipelines.eval_report` for ``rows`` and ``aggregate``).
     Raises:
@@ -116,25 +128,34 @@ def evaluate_student(student: str | Path, prompts: str | Path | None, out: str |
     if max_seconds is not None and not max_seconds > 0:
         raise UserError(f"max_seconds must be > 0, got {max_seconds}")
     records, skipped, tests = read_inputs(prompts, lists)
+    everything = with_samples(records, samples)
     kind = pick_engine(student_type, engine)
     spec = generator_spec(kind, student, max_seconds, sampling)
     generator, codec_ = identify(spec, codec)
     check_codec(student, codec_)
     runs = teacher_runs(records, Path(prompts or "."))
     run = RunDir(out)
-    identity = _identity(student, student_type, prompts, records, generator, kind, codec_)
+    identity = {**_identity(student, student_type, prompts, records, generator, kind, codec_), "samples": samples}
     if tests:
         identity["lists"] = [f"{t.path}:{t.lang}" for t in tests]
+    voicing = identify(teacher, codec)[0] if teacher else None
+    if voicing is not None:
+        _check_teacher(voicing, runs)
     with run.lock():
-        _claim(run, identity, records, runs)
+        _claim(run, identity, everything, runs)
         if run.recover():
             print("recovered: removed uncommitted shards of an interrupted eval", file=sys.stderr)
         config = _filter_config(run, filter_config)  # a bad config fails before any generation
-        wanted = records[:limit] if limit else records
-        generated = _generate(run, wanted, len(records), spec, generator, codec_, codec, runs, progress,
+        wanted = with_samples(records[:limit] if limit else records, samples)
+        refs = _references(wanted, runs)
+        generated = _generate(run, wanted, len(everything), spec, generator, codec_, codec, refs, progress,
                               ray_address)
         filter_run(run, config, ray_address, progress, quiet=True)
-        report = {**_report(run, identity, records, wanted, skipped, config), "generated_now": generated}
+        voiced = None
+        if voicing is not None:
+            voiced = _voice_teacher(run, teacher, voicing, identity, everything, wanted, codec_, codec, refs,
+                                    config, progress, ray_address)
+        report = {**_report(run, identity, records, wanted, skipped, config, voiced), "generated_now": generated}
         report.update(lists=lists_report(tests, report["rows"]), normalisation=NORMALISATION)
         write_json(run.path / "eval.json", report)
         run.update_stage("eval", status="done", rows=len(report["rows"]), eval_json="eval.json",
@@ -245,7 +266,8 @@ def teacher_runs(prompts: list[Prompt], prompts_path: Path) -> dict[str, RunDir 
 
 
 def _references(prompts: list[Prompt], runs: dict) -> dict[str, list]:
-    """task id -> [teacher shard, offset] of the teacher's sample (accepted attempt first)."""
+    """task id -> [teacher shard, offset] of the teacher's sample (accepted attempt first); every
+    seeded sample of a prompt gets its prompt's."""
     rows: dict[str, dict] = {}
     for name, run in runs.items():
         if run is None:
@@ -259,7 +281,7 @@ def _references(prompts: list[Prompt], runs: dict) -> dict[str, list]:
                 rows[key] = {**r, "path": str(run.path / r["shard"])}
     out = {}
     for p in prompts:
-        row = rows.get((p.teacher.get("run"), p.task.id))
+        row = rows.get((p.teacher.get("run"), p.prompt_id or p.task.id))
         if row:
             out[p.task.id] = [row["path"], int(row["offset"])]
     return out
@@ -291,6 +313,9 @@ def _check_same(run: RunDir, info: dict, identity: dict) -> None:
         raise RunError(f"{run.path} evaluates another student ({info.get('student')}, fingerprint "
                        f"{info.get('student_fingerprint')}; this is {identity['student_fingerprint']}); "
                        "use another --out")
+    if info.get("samples", 1) != identity["samples"]:
+        raise RunError(f"{run.path} was made with {info.get('samples', 1)} sample(s) per prompt, not "
+                       f"{identity['samples']}; use the same --samples or another --out")
     if info.get("prompts_hash") != identity["prompts_hash"]:
         raise RunError(f"{run.path} was made from other prompts ({info.get('prompts_path')}, hash "
                        f"{info.get('prompts_hash')}; these hash {identity['prompts_hash']}); use another --out")
@@ -301,7 +326,7 @@ def _check_same(run: RunDir, info: dict, identity: dict) -> None:
 
 
 def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, generator, codec,
-              codec_spec: str, runs: dict, progress: bool, address) -> int:
+              codec_spec: str, references: dict, progress: bool, address) -> int:
     """Generate the prompts without a manifest row; returns how many were generated."""
     todo = next_work(run, [p.task for p in wanted])
     if todo:
@@ -309,7 +334,7 @@ def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, 
                           codec_version=codec.version, stepforge_version=__version__)
         stats = run_synthesis(run, todo, spec, lineage, codec=codec_spec, resources=generator.resources,
                               batch_size=generator.batch_size, address=address, progress=progress,
-                              stages=evaluation_stages, stage_kwargs={"references": _references(wanted, runs)})
+                              stages=evaluation_stages, stage_kwargs={"references": references})
         total = run.info().get("stages", {}).get("eval", {}).get("generation") or {}
         for key in ("tasks", "errors", "wall_s", "audio_s"):
             total[key] = round(total.get(key, 0) + stats[key], 2)
@@ -324,6 +349,39 @@ def _generate(run: RunDir, wanted: list[Prompt], total_prompts: int, spec: str, 
     run.update_stage("synthesize", status="done" if done >= total_prompts else "partial",
                      tasks_done=done, rows=table.num_rows, total=total_prompts, finished_at=utc_now())
     return len(todo)
+
+
+def _check_teacher(teacher, runs: dict) -> None:
+    """Warn when the teacher voicing the prompts is not the one that made the prompts' runs."""
+    made = {run.info().get("teacher") for run in runs.values() if run is not None}
+    if made and made != {teacher.id}:
+        print(f"eval: the teacher voicing the prompts is {teacher.id}, the prompts' runs were made by "
+              f"{', '.join(sorted(map(str, made)))}", file=sys.stderr)
+
+
+def _voice_teacher(run: RunDir, spec: str, teacher, identity: dict, everything: list[Prompt],
+                   wanted: list[Prompt], codec, codec_spec: str, references: dict, config, progress: bool,
+                   address) -> list[dict]:
+    """The teacher voices the eval's prompts and seeds into ``run/teacher`` (the same stages,
+    codec, speaker references and filter config as the student); returns its manifest rows."""
+    sub = RunDir(run.path / "teacher")
+    mine = {**{k: identity[k] for k in ("prompts_path", "prompts_hash", "codec", "samples")},
+            "kind": "eval-teacher", "teacher": teacher.id, "spec_hash": identity["prompts_hash"]}
+
+    def same(info: dict) -> None:
+        changed = [k for k, v in mine.items() if info.get(k) != v]
+        if changed:
+            raise RunError(f"{sub.path} was voiced with other {', '.join(changed)} "
+                           f"({', '.join(f'{k}={info.get(k)}' for k in changed)}); use another --out")
+
+    with sub.lock():
+        claim_run(sub, [p.task for p in everything], mine, same,
+                  refresh={"spec": {"filter": run.info().get("spec", {}).get("filter") or {}}})
+        if sub.recover():
+            print("recovered: removed uncommitted shards of an interrupted teacher eval", file=sys.stderr)
+        _generate(sub, wanted, len(everything), spec, teacher, codec, codec_spec, references, progress, address)
+        filter_run(sub, config, address, progress, quiet=True)
+        return sub.read_manifest().to_pylist()
 
 
 def _filter_config(run: RunDir, filter_config):
@@ -346,17 +404,18 @@ def _filter_config(run: RunDir, filter_config):
 
 
 def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Prompt], skipped: int,
-            config) -> dict:
+            config, voiced: list[dict] | None = None) -> dict:
     info = run.info()
     manifest = run.read_manifest().to_pylist()
-    rows = eval_rows(wanted, manifest)
+    rows = eval_rows(wanted, manifest, voiced)
     mine = {p.task.id for p in wanted}
     scored = [r for r in manifest if r["id"] in mine]
     return {
         **{k: identity[k] for k in ("student", "student_type", "student_fingerprint", "engine",
                                     "max_seconds", "prompts_hash", "codec", "sampling")},
         "generator": identity["teacher"], "prompts": identity["prompts_path"],
-        "n_prompts": len(rows), "n_prompts_in_file": len(records), "duplicates_skipped": skipped,
+        "n_prompts": len({r["prompt_id"] for r in rows}), "n_prompts_in_file": len(records),
+        "duplicates_skipped": skipped, "samples": identity["samples"], "n_rows": len(rows),
         "run": str(run.path),
         "filter": {"config_hash": config.hash, "max_cer": config.max_cer, "min_ss": config.min_ss,
                    "from": info["stages"]["eval"]["filter_from"]},
@@ -364,6 +423,14 @@ def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Pro
         "ss_model": next((r["ss_model"] for r in scored if r["ss_model"]), None),
         "generation": info.get("stages", {}).get("eval", {}).get("generation") or {},
         "aggregate": aggregate(rows),
+        "teacher_eval": None if voiced is None else _voiced_summary(run),
+        "stats": score_stats(rows, identity["samples"], "teacher" if voiced is None else "teacher_eval"),
         "rows": rows,
         "created_at": utc_now(),
     }
+
+
+def _voiced_summary(run: RunDir) -> dict:
+    info = RunDir(run.path / "teacher").info()
+    return {"teacher": info.get("teacher"), "run": str(run.path / "teacher"),
+            "generation": info.get("stages", {}).get("eval", {}).get("generation") or {}}

@@ -13,6 +13,9 @@
       prompts: prompts.jsonl
       lists: [seedtts/zh/meta.lst]  # seed-tts-eval test lists (FILE.lst[:LANG]), besides the prompts
       max_seconds: 10
+      samples: 3                    # seeded generations per prompt: means with 95% CIs
+      teacher: true                 # the teacher voices the same prompts in the eval (true: the
+                                    # synthesize teacher; or a teacher spec)
 
 Every error found is reported, one line each, in one :class:`~manifests.errors.UserError`.
 """
@@ -34,7 +37,7 @@ SYNTH_KEYS = {"teacher": str, "codec": str, "attempts": int, "limit": int, "work
               "batch_size": int, "shard_size": int}
 EVAL_KEYS = {"prompts": str, "engine": str, "limit": int, "max_seconds": (int, float),
              "temperature": (int, float), "top_k": int, "top_p": (int, float), "codec": str,
-             "lists": list}
+             "samples": int, "teacher": (str, bool), "lists": list}
 
 
 @dataclasses.dataclass
@@ -126,7 +129,8 @@ def _flat(value, types: dict, where: str, errors: list) -> dict:
     for key, v in _mapping(value, where, errors).items():
         if key not in types:
             errors.append(f"{where}: unknown key {key!r} (allowed: {', '.join(types)})")
-        elif v is not None and (isinstance(v, bool) or not isinstance(v, types[key])):
+        elif v is not None and ((isinstance(v, bool) and types[key] != (str, bool))
+                                or not isinstance(v, types[key])):
             errors.append(f"{where}.{key}: expected {_type_name(types[key])}, got {v!r}")
         elif isinstance(v, int) and not isinstance(v, bool) and key not in ("temperature", "top_p") and v < 1:
             errors.append(f"{where}.{key}: must be at least 1, got {v}")

@@ -26,6 +26,7 @@ from filters import CERFilter
 from manifests import RunDir, read_sample, sample_key
 from manifests.atomic import atomic_path
 from manifests.errors import UserError
+from pipelines.eval_stats import fmt_ci
 from pipelines.filter_job import load_config
 from pipelines.report_plots import bar_chart, duration_plot, heatmap, histograms, training_curve
 
@@ -232,15 +233,16 @@ class Report:
             return
         rows = []
         for name, block in [("all", agg["all"])] + sorted(agg.get("lang", {}).items()):
-            for side in ("student", "teacher"):
+            for side in [k for k in ("student", "teacher", "teacher_eval") if k in block]:
                 s = block[side]
-                rows.append([name if side == "student" else "", side, s["n"], fmt(s["mean_cer"]),
+                label = "teacher (in this eval)" if side == "teacher_eval" else side
+                rows.append([name if side == "student" else "", label, s["n"], fmt(s["mean_cer"]),
                              fmt(s["mean_wer"]), fmt(s["mean_ss"]),
                              "-" if s["accept_rate"] is None else f"{s['accept_rate']:.0%}"])
         note = (f"From {self.eval_path}: CER over character languages, WER over the others; SS is "
                 f"{self.eval.get('ss_model', 'resemblyzer')} cosine vs the clone prompt or the teacher's rendering.")
         self.add("Student vs teacher", table(["language", "", "n", "CER", "WER", "SS", "accepted"], rows, left=2)
-                 + f'<p class="note">{esc(note)}</p>')
+                 + f'<p class="note">{esc(note)}</p>' + stats_table(self.eval.get("stats")))
 
     def audio(self) -> None:
         a, b = self.dims
@@ -325,6 +327,20 @@ def read_metrics(path: Path) -> list[dict]:
     except OSError:
         pass
     return [m for m in out if isinstance(m, dict) and "step" in m]
+
+
+def stats_table(stats: dict | None) -> str:
+    """eval.json's means with 95% CIs and the student/teacher ratio (pipelines.eval_stats)."""
+    if not stats:
+        return ""
+    blocks = [(metric, b) for metric, b in stats.items() if isinstance(b, dict) and "student" in b]
+    rows = [[metric, b["n"], fmt_ci(b["student"], metric == "accepted"),
+             fmt_ci(b.get("teacher"), metric == "accepted"), fmt_ci(b.get("ratio"))] for metric, b in blocks]
+    teacher = "voiced in this eval" if stats.get("teacher_side") == "teacher_eval" else "its corpus rows"
+    note = (f"Mean [95% CI] over prompts, {stats.get('samples')} sample(s) each; teacher: {teacher}; "
+            f"{stats.get('method')}.")
+    return (table(["metric", "prompts", "student", "teacher", "student / teacher"], rows, left=1)
+            + f'<p class="note">{esc(note)}</p>')
 
 
 def stage_throughput(stages: dict, train: dict | None, evaluation: dict | None) -> list[list]:

@@ -388,10 +388,19 @@ class Eval:
                                   limit=e.get("limit"), max_seconds=e.get("max_seconds"),
                                   sampling={k: e.get(k) for k in ("temperature", "top_k", "top_p")},
                                   progress=ctx.progress, ray_address=ctx.ray_address,
-                                  codec=e.get("codec", ctx.pipeline.synthesize["codec"]), lists=e.get("lists"))
+                                  codec=e.get("codec", ctx.pipeline.synthesize["codec"]),
+                                  samples=e.get("samples", 1), teacher=_eval_teacher(ctx), lists=e.get("lists"))
         lists = {name: {k: v for k, v in block.items() if k in ("cer", "wer", "ss", "normalisation")}
                  for name, block in report["lists"].items()}
-        return {"prompts": report["n_prompts"], "aggregate": report["aggregate"]["all"], "lists": lists}
+        return {"prompts": report["n_prompts"], "aggregate": report["aggregate"]["all"],
+                "stats": {k: v for k, v in report["stats"].items() if k in ("wer", "cer", "samples")},
+                "lists": lists}
+
+
+def _eval_teacher(ctx: Context) -> str | None:
+    """The teacher spec that voices the eval's prompts: ``eval.teacher: true`` is the synthesize one."""
+    given = ctx.pipeline.eval.get("teacher")
+    return ctx.pipeline.synthesize["teacher"] if given is True else (given or None)
 
 
 def _file_digest(path: Path) -> str | None:

@@ -2,6 +2,10 @@
 distilled student through the LM engine, decode them with the codec, run the teacher's filters,
 and compare the student's CER/WER, SS and accept rate with the teacher's (EVAL/eval.json).
 
+--samples K generates each prompt K times (seeded) and --teacher SPEC has the teacher voice the
+same prompts and seeds in the same eval; eval.json's "stats" gives each mean with its 95% CI and
+the student/teacher ratio with its own (a paired bootstrap over prompts).
+
 Resumable: a rerun generates only prompts without a manifest row; an EVAL made for another
 student, other prompts or another engine / --max-seconds / sampling is refused.
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 from pipelines.eval_lists import format_lists
 from pipelines.eval_report import format_table
+from pipelines.eval_stats import format_stats
 from pipelines.evaluate import evaluate_student
 
 
@@ -40,6 +45,11 @@ def register(sub) -> None:
     p.add_argument("--codec", default="melvq",
                    help="codec that decodes the student's tokens: melvq (shipped), stepaudio:MODEL_PATH, or the weights file its "
                         "corpus was tokenized with (checked against STUDENT/train.json)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="seeded generations per prompt (default 1); eval.json gives means with 95%% CIs over prompts")
+    p.add_argument("--teacher", default=None,
+                   help="teacher spec (e.g. reference) that voices the same prompts and seeds through the codec in "
+                        "this eval (EVAL/teacher), the ratio's denominator; default: the prompts' corpus scores")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -51,10 +61,12 @@ def main(args) -> int:
                               max_seconds=args.max_seconds, progress=not args.no_progress,
                               sampling={"temperature": args.temperature, "top_k": args.top_k,
                                         "top_p": args.top_p},
-                              ray_address=args.ray_address, codec=args.codec, lists=args.list)
+                              ray_address=args.ray_address, codec=args.codec, samples=args.samples,
+                              teacher=args.teacher, lists=args.list)
     print(format_table(report["aggregate"]))
     if report["lists"]:
         print(format_lists(report["lists"]))
+    print(format_stats(report["stats"]))
     print(f"eval: {report['n_prompts']}/{report['n_prompts_in_file']} prompts scored; "
           f"{report['run']}/eval.json")
     return 0
