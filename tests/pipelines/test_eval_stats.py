@@ -94,3 +94,15 @@ def test_pipeline_eval_samples_and_teacher(tmp_path):
     with pytest.raises(UserError) as err:
         load_pipeline(tmp_path / "bad.yaml")
     assert "eval.samples: must be at least 1" in str(err.value) and "eval.limit: expected int" in str(err.value)
+
+
+def test_report_shows_each_mean_with_its_interval_and_the_ratio():
+    from pipelines.report import stats_table
+
+    rows = _rows({"a": [0.2, 0.4], "b": [0.6, 0.6], "c": [0.1, 0.3]}, {p: [0.1, 0.1] for p in "abc"})
+    stats = score_stats(rows, samples=2, teacher_side="teacher_eval")
+    html = stats_table(stats)
+    lo, hi = stats["wer"]["ratio"]["ci"]
+    assert f"{stats['wer']['ratio']['value']:.3f} [{lo:.3f}, {hi:.3f}]" in html
+    assert "0.367 [" in html and "voiced in this eval" in html and "2 sample(s)" in html
+    assert stats_table(None) == ""
