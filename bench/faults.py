@@ -98,7 +98,7 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
 
 
 def kill_group(proc: subprocess.Popen) -> list[str]:
-    """SIGKILL ``proc``'s process group; returns 'NAME (pid)' of its descendants still alive 20 s
+    """SIGKILL ``proc``'s process group; returns 'PID COMMAND' of its descendants still alive 60 s
     later (those are then killed by pid)."""
     import psutil
 
@@ -109,11 +109,11 @@ def kill_group(proc: subprocess.Popen) -> list[str]:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    _, alive = psutil.wait_procs(family, timeout=20)
+    _, alive = psutil.wait_procs(family, timeout=60)
     leaked = []
     for p in alive:
         with contextlib.suppress(psutil.Error):
-            leaked.append(f"{p.name()} ({p.pid})")
+            leaked.append(f"{p.pid} {' '.join(p.cmdline())[:100]}")
             p.kill()
     return leaked
 
@@ -322,13 +322,19 @@ class Distill(Case):
     def at_kill(self, folder):
         latest = folder / "student" / "checkpoints" / "latest"
         name = latest.read_text().strip() if latest.is_file() else None
-        return {"latest": name, "note": f"latest checkpoint at the kill: {name}"}
+        info = folder / "student" / "train.json"
+        done = info.is_file() and json.loads(info.read_text()).get("status") == "done"
+        return {"latest": name, "done": done,
+                "note": "trained and exported at the kill" if done else f"latest checkpoint at the kill: {name}"}
 
     def check(self, folder, rerun, state):
         student = folder / "student"
         reasons = verify(self.corpus, student) + steps_continuous(student, self.steps, self.reference)
+        if state.get("done"):  # killed during its last words: the rerun must not train again
+            if "nothing to train" not in rerun.stdout:
+                reasons.append("trained again although train.json said done at the kill")
         # A checkpoint written as the kill landed may have become `latest` after at_kill looked.
-        if state.get("latest") and "resumed from step-" not in rerun.stdout:
+        elif state.get("latest") and "resumed from step-" not in rerun.stdout:
             reasons.append(f"did not resume ({state['latest']} was committed at the kill)")
         elif state.get("latest"):
             got = rerun.stdout.split("resumed from ")[1].split()[0].rstrip(":")
