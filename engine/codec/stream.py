@@ -35,19 +35,20 @@ LOOKAHEAD = 12  # frames after a block that its phasing sees
 OVERLAP = 12    # frames of the previous block it starts from, cross-faded
 
 
-def open_stream(codec):
+def open_stream(codec, decode=None):
     """An incremental decoder for ``codec``: its own (``codec.stream_decoder()``) where it has
-    one, else a :class:`WholeDecoder` (audio only at the end)."""
+    one, else a :class:`WholeDecoder` (audio only at the end) calling ``decode(ids)`` (default
+    ``codec.detokenize``, e.g. a decode in the request's voice instead)."""
     make = getattr(codec, "stream_decoder", None)
-    return make() if make is not None else WholeDecoder(codec)
+    return make() if make is not None else WholeDecoder(decode or codec.detokenize)
 
 
 class WholeDecoder:
     """The stream interface for a codec that decodes whole utterances only: ``push`` keeps the
-    ids, ``finish`` decodes them all."""
+    ids, ``finish`` decodes them all with ``decode`` (int64 ids -> waveform)."""
 
-    def __init__(self, codec):
-        self.codec = codec
+    def __init__(self, decode):
+        self.decode = decode
         self._ids: list[int] = []
 
     def push(self, ids) -> np.ndarray:
@@ -57,7 +58,7 @@ class WholeDecoder:
     def finish(self) -> np.ndarray:
         if not self._ids:
             return np.zeros(0, np.float32)
-        return np.asarray(self.codec.detokenize(np.asarray(self._ids, np.int64)), np.float32)
+        return np.asarray(self.decode(np.asarray(self._ids, np.int64)), np.float32)
 
 
 class StreamDecoder:

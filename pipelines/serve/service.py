@@ -34,6 +34,7 @@ from engine.lm.base import Generation
 from engine.lm.stream import FINISH_CANCELLED, ContinuousBatcher
 from engine.prompts import ClonePrompt, tts_prompt_parts
 from engine.speakers import Speaker, load_speakers
+from engine.stepaudio.tts_prompt import BOT, tagged_text
 from engine.task import Task
 from engine.teachers.lm import LMTeacher, clone_turn, convert_layout
 from engine.tokens import GROUP, STEP_AUDIO, TOKENS_PER_SECOND, check_audio_ids
@@ -170,8 +171,7 @@ class SpeechService:
         """
         if not text.strip():
             raise UserError("input is empty")
-        shared, own = tts_prompt_parts(text, instruction, self.teacher.tokenizer, self.clone_prompt(voice))
-        ids = shared + own
+        ids, prefix = self.prompt_ids(text, instruction, voice)
         context = self.teacher.context
         if context and len(ids) + GROUP > context:
             raise UserError(f"the input makes a prompt of {len(ids)} ids, which leaves no room for audio "
@@ -179,7 +179,24 @@ class SpeechService:
         chosen = {k: v for k, v in (sampling or {}).items() if v is not None}
         task = Task(id="request", text=text, lang=instruction.lang, seed=0)
         params = dataclasses.replace(self.teacher.sampling_params(task), seed=seed, **chosen)
-        return Prompt(ids, params, voice, instruction, prefix=len(shared))
+        return Prompt(ids, params, voice, instruction, prefix=prefix)
+
+    def prompt_ids(self, text: str, instruction: Instruction, voice: str) -> tuple[list[int], int]:
+        """(the prompt ids, how many leading ids requests with this voice and style share). With
+        the released Step-Audio stack the prompt is upstream's TTS-3B prompt, as the LM teacher
+        builds it; else the project's (:func:`engine.prompts.tts_prompt_parts`)."""
+        prompter = self.teacher.step_prompter
+        if prompter is None:
+            shared, own = tts_prompt_parts(text, instruction, self.teacher.tokenizer, self.clone_prompt(voice))
+            return shared + own, len(shared)
+        found = self.voice(voice)
+        if isinstance(found, Voice):  # tokenized once, when it was registered
+            ids = prompter.build(tagged_text(text, instruction), found.text, found.ids)
+        else:  # a built-in speaker, or the codec's default voice
+            task = Task(id="request", text=text, lang=instruction.lang, speaker=found.name if found else "",
+                        **{k: v for k, v in dataclasses.asdict(instruction).items() if k != "speaker"})
+            ids = self.teacher.prompt(task)
+        return ids, last_turn(ids, [BOT, *prompter.tokenizer.encode("human\n")])
 
     def start(self, prompt: Prompt, stream: bool = True) -> "Utterance":
         """Submit one prompt; the :class:`Utterance` yields its audio (streamed: as the ids come
@@ -205,11 +222,24 @@ class SpeechService:
         ids = convert_layout(check_audio_ids(content, self.teacher.layout), self.teacher.layout, STEP_AUDIO)
         return ids.astype(np.int32)
 
-    def decode(self, gen: Generation, prompt_ids: int) -> Speech:
+    def decode(self, gen: Generation, prompt: Prompt) -> Speech:
         """A Generation -> Speech, decoded whole by the codec."""
         ids = self.audio_ids(gen)
-        wav = self.codec.detokenize(ids) if ids.size else np.zeros(0, np.float32)
-        return Speech(wav, self.codec.sample_rate, ids, prompt_ids, gen.finish_reason)
+        return Speech(self.decode_ids(ids, prompt), self.codec.sample_rate, ids, len(prompt.ids), gen.finish_reason)
+
+    def decode_ids(self, ids: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """Step-Audio layout ids -> waveform, through the codec's decode stage with the request's
+        voice and style (the Step-Audio decoder speaks like the voice's prompt recording and
+        takes its Music model for rap and humming; melvq has one voice)."""
+        if not ids.size:
+            return np.zeros(0, np.float32)
+        voice = self.voice(prompt.voice)
+        record = {"id": "request", "tokens": ids, "speaker_wav": voice.wav_path if voice else "",
+                  "speaker": voice.name if isinstance(voice, Speaker) else "", "style": prompt.instruction.style}
+        [out] = self.codec.process([record])
+        if out.get("error"):
+            raise GenerationFailed(out["error"])
+        return np.asarray(out["audio"], np.float32)
 
     @property
     def queued(self) -> int:
@@ -227,6 +257,16 @@ class SpeechService:
         self.scheduler.close()
         if self._owns_engine:
             self.teacher.close()
+
+
+def last_turn(ids: list[int], header: list[int]) -> int:
+    """Where the last turn starting with ``header`` (BOT + role) begins: the request's own turn
+    (BOT is a special id no text encodes to). 0 when there is none."""
+    n = len(header)
+    for start in range(len(ids) - n, -1, -1):
+        if ids[start:start + n] == header:
+            return start
+    return 0
 
 
 class Utterance:
@@ -255,7 +295,7 @@ class Utterance:
     async def audio(self):
         service = self.service
         layout = service.teacher.layout
-        decoder = open_stream(service.codec) if self.stream else None
+        decoder = open_stream(service.codec, lambda ids: service.decode_ids(ids, self.prompt)) if self.stream else None
         pending: list[int] = []  # sampled ids not yet given to the decoder (a partial group)
         pieces: list[np.ndarray] = []
         while True:
@@ -276,7 +316,7 @@ class Utterance:
             if done is None:
                 continue
             if decoder is None:
-                self.speech = await asyncio.to_thread(service.decode, done, len(self.prompt.ids))
+                self.speech = await asyncio.to_thread(service.decode, done, self.prompt)
                 if len(self.speech.wav):
                     yield self._out(self.speech.wav, [])
                 return

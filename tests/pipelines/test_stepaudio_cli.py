@@ -200,3 +200,31 @@ def test_other_codec_is_refused_on_rerun_and_eval(pipeline, capsys):
                  str(run.parent / "eval_melvq"), "--codec", "melvq", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stepaudio-1+" in err and "melvq" in err, err
+
+
+def test_serve_prompts_as_upstream_and_decodes_in_the_requests_voice(release):
+    """The released TTS-3B layout served: upstream's prompt (the teacher's), its own turn after a
+    shared prefix, and audio in the voice of the request (not always the default voice)."""
+    import asyncio
+
+    from engine.speakers import builtin_prompt
+    from engine.task import Task
+    from pipelines.serve.instructions import understand
+    from pipelines.serve.service import SpeechService
+
+    tts = release / layout.TTS_NAME
+    service = SpeechService(tts, engine="torch", codec=spec(release), max_seconds=MAX_SECONDS)
+    try:
+        instruction = understand("happy, intensity 2", text="今天天气很好。")
+        prompt = service.prepare("今天天气很好。", instruction, voice="ben", seed=3)
+        task = Task("t", "今天天气很好。", "zh", emotion="happy", intensity=2, speaker="ben")
+        assert prompt.ids == service.teacher.prompt(task)  # what the LM teacher sends the model
+        other = service.prepare("别的句子。", understand(None, text="别的句子。"), voice="ben")
+        assert prompt.ids[:prompt.prefix] == other.ids[:other.prefix] and prompt.prefix > 0.5 * len(prompt.ids)
+        speech = asyncio.run(service.speak(prompt))
+        assert speech.sample_rate == 22050 and len(speech.wav) > 0
+        ben = service.codec.detokenize(speech.ids, service.codec.voice(builtin_prompt("ben")[0]))
+        np.testing.assert_array_equal(speech.wav, ben)
+        assert not np.array_equal(speech.wav, service.codec.detokenize(speech.ids))  # not the default voice
+    finally:
+        service.close()
