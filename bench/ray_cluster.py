@@ -43,11 +43,13 @@ def pipeline_yaml(folder: Path) -> Path:
     return path
 
 
-def stepforge_run(cluster: TwoNodeCluster, pipeline: Path, run: Path) -> subprocess.Popen:
+def stepforge_run(cluster: TwoNodeCluster, pipeline: Path, run: Path, log: Path) -> subprocess.Popen:
+    """The command in the background, its output to ``log`` (a pipe nobody reads could stall it)."""
     env = {**cli_env(), **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}}
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--out", str(run),
-                             "--no-progress", "--ray-address", cluster.address], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--out", str(run),
+                                 "--no-progress", "--ray-address", cluster.address], cwd=REPO, env=env, text=True,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def committed(run: Path) -> int:
@@ -68,12 +70,13 @@ def main() -> None:
             started = time.monotonic() - t0
             head, worker = cluster.node_id("head"), cluster.node_id("worker")
             print(f"cluster {cluster.address}: head node {head}, worker node {worker} ({started:.1f} s to start)")
-            first = stepforge_run(cluster, pipeline, run)
+            first = stepforge_run(cluster, pipeline, run, root / "first.log")
             t1 = time.monotonic()
             seen = {"head": set(), "worker": set()}
             while not (all(seen.values()) and committed(run) > 0):
                 if first.poll() is not None:
-                    sys.exit(f"the first run ended before both nodes worked: {seen}\n{first.stdout.read()[-3000:]}")
+                    sys.exit(f"the first run ended before both nodes worked: {seen}\n"
+                             f"{(root / 'first.log').read_text()[-3000:]}")
                 for node, pids in cluster.busy().items():
                     seen[node] |= pids
                 time.sleep(0.3)
@@ -86,7 +89,9 @@ def main() -> None:
             t2 = time.monotonic()
             try:
                 first.wait(timeout=HANG_S)
-                print(f"first run ended by itself {time.monotonic() - t2:.1f} s later, exit {first.returncode}")
+                last = [line for line in (root / "first.log").read_text().splitlines() if line.strip()][-1:]
+                print(f"first run ended by itself {time.monotonic() - t2:.1f} s later, exit {first.returncode}: "
+                      f"{last[0][:300] if last else ''}")
             except subprocess.TimeoutExpired:
                 first.send_signal(signal.SIGKILL)
                 first.wait()
@@ -95,8 +100,9 @@ def main() -> None:
                 time.sleep(1)
             print(f"Ray marked the worker node dead {time.monotonic() - t2:.1f} s after the kill")
             t3 = time.monotonic()
-            rerun = stepforge_run(cluster, pipeline, run)
-            out = rerun.communicate()[0]
+            rerun = stepforge_run(cluster, pipeline, run, root / "rerun.log")
+            rerun.wait()
+            out = (root / "rerun.log").read_text()
             rerun_s = time.monotonic() - t3
             print(f"rerun: exit {rerun.returncode} in {rerun_s:.1f} s")
             print("\n".join(line for line in out.splitlines() if line.startswith(("run:", "synthesize:", "report:"))))

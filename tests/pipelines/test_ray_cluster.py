@@ -38,21 +38,24 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def synthesize(cluster: TwoNodeCluster, spec: Path, run: Path, **popen) -> subprocess.Popen:
+def synthesize(cluster: TwoNodeCluster, spec: Path, run: Path, log: Path) -> subprocess.Popen:
+    """The command in the background, its output to ``log`` (a pipe nobody reads could stall it)."""
     env = {**cli_env(), **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}}
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "synthesize", str(spec),
-                             "--out", str(run), "--no-progress", "--shard-size", "1", "--batch-size", "1",
-                             "--ray-address", cluster.address], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "synthesize", str(spec),
+                                 "--out", str(run), "--no-progress", "--shard-size", "1", "--batch-size", "1",
+                                 "--ray-address", cluster.address], cwd=REPO, env=env, text=True,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
-def watch_both_nodes_work(cluster: TwoNodeCluster, proc: subprocess.Popen, run: Path, timeout: float = 300) -> dict:
+def watch_both_nodes_work(cluster: TwoNodeCluster, proc: subprocess.Popen, run: Path, log: Path,
+                          timeout: float = 300) -> dict:
     """Poll until an actor has run a batch on each node and a shard is committed; returns
     {node id: pids of its actors seen working}."""
     seen = {"head": set(), "worker": set()}
     deadline = time.monotonic() + timeout
     while not (all(seen.values()) and any((run / "manifest.d").glob("shard-*.parquet"))):
-        assert proc.poll() is None, f"the run ended before both nodes worked: {seen}\n{proc.stderr.read()[-2000:]}"
+        assert proc.poll() is None, f"the run ended before both nodes worked: {seen}\n{log.read_text()[-2000:]}"
         assert time.monotonic() < deadline, f"no work on both nodes in {timeout} s: {seen}"
         for node, pids in cluster.busy().items():
             seen[node] |= pids
@@ -64,8 +67,8 @@ def test_synthesize_uses_both_nodes_and_a_rerun_finishes_after_one_dies(cluster,
     run, spec = tmp_path / "run", tmp_path / "six.yaml"
     spec.write_text((CONFIGS / "tiny.yaml").read_text().replace("count: 12", "count: 6"))
     head, worker = cluster.node_id("head"), cluster.node_id("worker")
-    first = synthesize(cluster, spec, run)
-    working = watch_both_nodes_work(cluster, first, run)
+    first = synthesize(cluster, spec, run, tmp_path / "first.log")
+    working = watch_both_nodes_work(cluster, first, run, tmp_path / "first.log")
     assert set(working) == {head, worker} and all(working.values())
     assert cluster.kill_worker_node()
     try:  # the job may not notice the lost actor by itself; a scheduler's timeout ends it so
@@ -78,9 +81,10 @@ def test_synthesize_uses_both_nodes_and_a_rerun_finishes_after_one_dies(cluster,
         assert time.monotonic() < deadline, cluster.alive_nodes()
         time.sleep(2)
     committed = pq.read_table(run / "manifest.d").num_rows if any((run / "manifest.d").glob("*.parquet")) else 0
-    rerun = synthesize(cluster, spec, run)
-    out, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err[-3000:]
+    rerun = synthesize(cluster, spec, run, tmp_path / "rerun.log")
+    rerun.wait(timeout=600)
+    out = (tmp_path / "rerun.log").read_text()
+    assert rerun.returncode == 0, out[-3000:]
     tasks = pq.read_table(run / "tasks.parquet").column("id").to_pylist()
     rows = pq.read_table(run / "manifest.parquet").select(["id", "attempt", "status"]).to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(tasks) and all(r["status"] == "ok" for r in rows)
