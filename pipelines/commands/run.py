@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from manifests import RunDir
-from manifests.errors import UserError
+from manifests.errors import UserError, storage_error
 from pipelines.pipeline_config import load_pipeline
 from pipelines.runner import RunBusy, run_pipeline
 
@@ -41,7 +41,7 @@ def main(args) -> int:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a stage's own bad-input error stays exit 2 (cli); others are stage failures
-        if isinstance(exc, UserError):
+        if isinstance(exc, UserError) or storage_error(exc) is not None:  # a full disk too: one line, exit 2
             raise
         traceback.print_exc()
         print(f"stepforge run: a stage failed ({type(exc).__name__}); see {args.out}/run.json "

@@ -155,7 +155,8 @@ def test_a_read_only_output_dir_fails_in_one_line(filtered_run, tmpfs, capsys):
     fs.remount("ro")
     for command, args in (("filter", [run, "--no-progress"]),
                           ("synthesize", [CONFIGS / "tiny.yaml", "--out", run, "--no-progress"]),
-                          ("synthesize", [CONFIGS / "tiny.yaml", "--out", fs.path / "new", "--no-progress"])):
+                          ("synthesize", [CONFIGS / "tiny.yaml", "--out", fs.path / "new", "--no-progress"]),
+                          ("run", [CONFIGS / "pipeline_tiny.yaml", "--out", fs.path / "pipe", "--no-progress"])):
         code = cli_main([command, *map(str, args)])
         line = one_line_error(capsys.readouterr().err, command)
         assert code == 2 and "read-only file system" in line, line
