@@ -93,6 +93,9 @@ class DistillRecipe:
         log and the best-* dirs go back to what that checkpoint recorded."""
         tag = self.checkpoints.latest()
         if tag is None:
+            if self.rank == 0:  # killed before its first checkpoint: the log starts over with the steps
+                self.metrics.trim(0)
+                self.best.drop_unrecorded()
             return
         check_checkpoint(self.checkpoints.root / tag, self.cfg)
         _, client = self.engine.load_checkpoint(str(self.checkpoints.root), tag)
