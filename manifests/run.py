@@ -19,14 +19,19 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.atomic import atomic_path, remove_temporaries, write_json
+from manifests.merge import VerdictIndex
 from manifests.errors import UserError
-from manifests.schema import FILTER_COLUMNS, FILTER_SCHEMA, MANIFEST_SCHEMA, manifest_table
+from manifests.schema import FILTER_SCHEMA, MANIFEST_SCHEMA, manifest_table
 from manifests.shards import SHARD_RE, ShardWriter, sample_key, shard_index, shard_name
+
+
+ROW_GROUP = 8192  # manifest.parquet rows per row group (what a merge holds at a time)
 
 
 class RunError(UserError):
@@ -42,6 +47,7 @@ class RunDir:
         self.journal = self.path / "manifest.d"
         self.filter_journal = self.path / "filter.d"
         self.manifest = self.path / "manifest.parquet"
+        self._next_part: int | None = None  # the next filter.d part's number, once listed
 
     # -- run.json ---------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -116,60 +122,88 @@ class RunDir:
                 (self.shards / name).unlink(missing_ok=True)
             raise
 
-    def journal_table(self) -> pa.Table:
-        parts = sorted(self.journal.glob("shard-*.parquet"))
-        if not parts:
-            return MANIFEST_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(p, schema=MANIFEST_SCHEMA) for p in parts])
+    def journal_table(self, columns: list[str] | None = None) -> pa.Table:
+        """Every committed row (``columns``: only those, read from each fragment alone)."""
+        return _read_parts(sorted(self.journal.glob("shard-*.parquet")), MANIFEST_SCHEMA, columns)
+
+    def journal_parts(self) -> list[Path]:
+        """The journal fragments in commit order (read one at a time to stream the rows)."""
+        return sorted(self.journal.glob("shard-*.parquet"))
 
     # -- filter verdicts ---------------------------------------------------------------------
     def commit_verdicts(self, rows: list[dict]) -> None:
         """Append filter verdicts (dicts with id, attempt and FILTER_COLUMNS) as one part."""
         self.filter_journal.mkdir(parents=True, exist_ok=True)
-        index = len(list(self.filter_journal.glob("part-*.parquet")))
-        with atomic_path(self.filter_journal / f"part-{index:06d}.parquet") as tmp:
+        if self._next_part is None:  # one listing per RunDir, not one per commit
+            self._next_part = len(list(self.filter_journal.glob("part-*.parquet")))
+        while (path := self.filter_journal / f"part-{self._next_part:06d}.parquet").exists():
+            self._next_part += 1
+        with atomic_path(path) as tmp:
             pq.write_table(manifest_table(rows, FILTER_SCHEMA), tmp)
+        self._next_part += 1
 
-    def verdict_table(self) -> pa.Table:
-        parts = sorted(self.filter_journal.glob("part-*.parquet"))
-        if not parts:
-            return FILTER_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(p, schema=FILTER_SCHEMA) for p in parts])
+    def verdict_table(self, columns: list[str] | None = None) -> pa.Table:
+        """Every verdict in commit order (``columns``: only those)."""
+        return _read_parts(sorted(self.filter_journal.glob("part-*.parquet")), FILTER_SCHEMA, columns)
 
     def clear_verdicts(self) -> int:
         """Drop every filter verdict (they are derived data: a rescore rebuilds them)."""
         parts = list(self.filter_journal.glob("part-*.parquet"))
         for part in parts:
             part.unlink()
+        self._next_part = None
         return len(parts)
 
     def current_table(self) -> pa.Table:
         """The manifest as the journals have it now (what consolidate would write)."""
-        return _with_verdicts(self.journal_table(), self.verdict_table())
+        return VerdictIndex(self.verdict_table()).fill(self.journal_table())
+
+    def merge_manifest(self, visit: Callable[[pa.Table], None] | None = None) -> int:
+        """Rewrite manifest.parquet from the journals (atomic) in one streaming pass: each
+        fragment is read, filled with its verdicts and written in row groups of about
+        :data:`ROW_GROUP` rows; ``visit`` sees each row group. Holds the verdicts (Arrow columns)
+        and one row group, never the whole manifest. Returns the number of rows."""
+        index, buffer, rows = VerdictIndex(self.verdict_table()), [], 0
+        with atomic_path(self.manifest) as tmp:
+            with pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
+                def flush() -> None:
+                    table = pa.concat_tables(buffer)
+                    writer.write_table(table)
+                    buffer.clear()
+                    if visit is not None:
+                        visit(table)
+
+                for part in self.journal_parts():
+                    buffer.append(index.fill(pq.read_table(part, schema=MANIFEST_SCHEMA)))
+                    rows += buffer[-1].num_rows
+                    if sum(t.num_rows for t in buffer) >= ROW_GROUP:
+                        flush()
+                if buffer:
+                    flush()
+        return rows
 
     def consolidate(self) -> pa.Table:
-        """Rewrite manifest.parquet from the journals (atomic); returns the table."""
-        table = self.current_table()
-        with atomic_path(self.manifest) as tmp:
-            pq.write_table(table, tmp)
-        return table
+        """Rewrite manifest.parquet from the journals (atomic); returns the table (large runs:
+        :meth:`merge_manifest`, which does not hold it)."""
+        self.merge_manifest()
+        return self.read_manifest().cast(MANIFEST_SCHEMA)  # Parquet has no seconds: created_at comes back in ms
 
-    def read_manifest(self) -> pa.Table:
+    def read_manifest(self, columns: list[str] | None = None) -> pa.Table:
         if not self.manifest.exists():
             raise RunError(f"{self.path} has no manifest.parquet yet (run synthesize first)")
-        return pq.read_table(self.manifest)
+        return pq.read_table(self.manifest, columns=columns)
 
 
-def _with_verdicts(table: pa.Table, verdicts: pa.Table) -> pa.Table:
-    """Fill the filter columns of ``table`` from ``verdicts`` (last verdict per (id, attempt))."""
-    if verdicts.num_rows == 0:
-        return table
-    latest = {}
-    for i, key in enumerate(zip(verdicts.column("id").to_pylist(), verdicts.column("attempt").to_pylist())):
-        latest[key] = i
-    keys = zip(table.column("id").to_pylist(), table.column("attempt").to_pylist())
-    take = pa.array([latest.get(key) for key in keys], type=pa.int64())
-    for name in FILTER_COLUMNS:
-        column = verdicts.column(name).take(take)
-        table = table.set_column(table.schema.get_field_index(name), MANIFEST_SCHEMA.field(name), column)
-    return table
+def _read_parts(parts: list[Path], schema: pa.Schema, columns: list[str] | None, group: int = 128) -> pa.Table:
+    """The parts as one table, made contiguous ``group`` parts at a time: a run's thousands of
+    small parts read as they are hold ~10x their size in per-part buffers (58 MB for 6 MB of
+    verdicts at 50k rows, against 18 MB so)."""
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    if not parts:
+        return schema.empty_table()
+    tables = []
+    for start in range(0, len(parts), group):
+        chunk = pa.concat_tables([pq.read_table(p, schema=schema, columns=columns) for p in parts[start:start + group]])
+        tables.append(chunk.combine_chunks())
+    return pa.concat_tables(tables)

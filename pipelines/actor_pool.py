@@ -2,15 +2,17 @@
 
 Stages (teachers, codecs, filters: :class:`manifests.stage.Stage`) know nothing of Ray. This module
 is the only place that does: it starts (or joins) a cluster, sizes an actor pool from the resources
-the stages declare, runs one generic :class:`StageWorker` per actor, and streams the result records
-back to the driver, which commits them.
+the stages declare, runs one generic :class:`StageWorker` per actor, feeds it batches from an
+iterable of records (a few batches per actor ahead, so a generator over a Parquet file streams
+through without the driver ever holding the whole input), and streams the result records back to
+the driver, which commits them.
 
     for records in map_stages(rows, build, {"teacher": "reference"}, {"num_cpus": 1}, batch_size=4):
         ...   # lists of dict records, with the stages' columns added
 
 ``build(**kwargs)`` runs inside each actor and returns its stages (so models load there, once).
-Records travel pickled in one binary column: Ray would turn None scores into NaN in typed columns
-and variable-length arrays into tensor extensions.
+Records travel pickled, one bytes object each, so whatever a stage adds (None scores,
+variable-length arrays) arrives as it was.
 
 A worker process that dies mid-batch (a segfault, the OOM killer, ``os._exit`` in a native
 library) is restarted by Ray, which sends the batch again. With ``on_death``, a batch that has
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import pickle
 import sys
 import tempfile
 import traceback
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -38,6 +41,7 @@ from manifests.errors import UserError
 from manifests.stage import run_stages
 
 RECORD = "record"
+IN_FLIGHT = 2
 FAULT_ENV = "STEPFORGE_FAULT"
 
 
@@ -146,8 +150,8 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray's C++ core warns for every actor pool whose constructor arguments sit in the object
-    # store (Ray Data always puts them there); errors still reach the driver as exceptions.
+    # Ray's C++ core warns for every actor whose constructor arguments sit in the object store;
+    # errors still reach the driver as exceptions.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     # Worker output stays in the worker logs (a failure is reported with its traceback and the
     # log folder, see StageFailed); the driver's terminal keeps one progress bar.
@@ -158,12 +162,6 @@ def init_ray(address: str | None = None) -> None:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=os.cpu_count(), **kwargs)
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # the driver shows one bar over the whole job
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -198,21 +196,26 @@ def pool_size(resources: dict, requested: int | None = None) -> int:
     return max(1, int(total.get("CPU", 1) // max(resources.get("num_cpus", 1), 1e-3)))
 
 
-def map_stages(records: list[dict], build: Callable[..., list], kwargs: dict, resources: dict,
+def map_stages(records: Iterable[dict], build: Callable[..., list], kwargs: dict, resources: dict,
                batch_size: int, workers: int | None = None, address: str | None = None,
-               on_death: Callable[[dict, str], dict] | None = None, death_retries: int = 2
-               ) -> Iterator[list[dict]]:
+               on_death: Callable[[dict, str], dict] | None = None, death_retries: int = 2,
+               in_flight: int = IN_FLIGHT) -> Iterator[list[dict]]:
     """Run the stages ``build(**kwargs)`` makes over ``records`` in batches on an actor pool.
 
+    ``records`` is consumed lazily: at most ``in_flight`` batches per worker are taken from it
+    ahead of the results, so the driver never holds the whole input (a generator over a Parquet
+    file streams through in bounded memory).
+
     Args:
-        records: input records (dicts; any picklable values).
+        records: input records (dicts; any picklable values), a list or any iterable.
         build: a module-level function returning the list of stages (called in each actor).
         resources: per-worker ``{"num_cpus": float, "num_gpus": float}``.
         batch_size: records per call.
-        workers: actor pool size; default fills the cluster.
+        workers: actor pool size; default fills the cluster (never more than the batches).
         on_death: ``(record, reason) -> record`` in the form the stages return, for a record
             that killed its worker ``death_retries`` times on its own (module docstring);
             None: Ray retries a batch that kills its worker without bound.
+        in_flight: batches queued on each worker (2: it never waits for the driver).
     Yields:
         Lists of result records, in completion order.
     Raises:
@@ -222,31 +225,63 @@ def map_stages(records: list[dict], build: Callable[..., list], kwargs: dict, re
     import ray
 
     init_ray(address)
-    blocks = max(1, -(-len(records) // batch_size))
-    size = min(pool_size(resources, workers), blocks)
-    ds = ray.data.from_items([{RECORD: pickle.dumps(r)} for r in records], override_num_blocks=blocks)
+    batches = _batches(records, batch_size)
+    size = pool_size(resources, workers)
+    first = list(itertools.islice(batches, size))  # a pool no larger than the work
+    if not first:
+        return
     guard = None
     if on_death is not None:
         _faults(os.environ.get(FAULT_ENV, ""))  # a bad value fails here, in one line
         ledger = ray.remote(num_cpus=0)(DeathLedger).remote()
         guard = DeathGuard(ledger, on_death, death_retries)
-    ds = ds.map_batches(StageWorker, fn_constructor_kwargs={"build": build, "kwargs": kwargs, "guard": guard},
-                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
-                        num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0))
+    # a worker process that dies is restarted by Ray, which sends the batches it held again
+    actor = ray.remote(StageWorker).options(num_cpus=resources.get("num_cpus", 1),
+                                            num_gpus=resources.get("num_gpus", 0),
+                                            max_restarts=-1, max_task_retries=-1)
+    pool = [actor.remote(build, kwargs, guard) for _ in range(len(first))]
+    todo = itertools.chain(first, batches)
+    running: dict = {}  # result ref -> the worker computing it
+
+    def submit(worker) -> None:
+        batch = next(todo, None)
+        if batch is not None:
+            running[worker.__call__.remote({RECORD: [pickle.dumps(r) for r in batch]})] = worker
+
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [pickle.loads(b) for b in batch[RECORD]]
+        for _ in range(in_flight):
+            for worker in pool:
+                submit(worker)
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            out = ray.get(ref)
+            submit(running.pop(ref))
+            yield [pickle.loads(b) for b in out[RECORD]]
     except Exception as exc:  # Ray wraps what a worker raised; unwrap it for the user
         raise worker_failure(exc) from None
+    finally:
+        for ref in running:  # cancelled first, so that killing their worker does not retry them
+            ray.cancel(ref)
+        for worker in pool:
+            ray.kill(worker)
+
+
+def _batches(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    it = iter(records)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def worker_failure(exc: BaseException) -> Exception:
     """What to raise in the driver for ``exc`` from Ray: a UserError a stage raised, as it is
     (also when it killed the actor's constructor, where Ray keeps only its traceback text), else a
     StageFailed carrying the worker's traceback and the folder of the worker logs."""
+    from ray.exceptions import RayError
+
     chain = _chain(exc)
     for e in chain:
-        found = e if isinstance(e, UserError) else _user_error_in(getattr(e, "error_msg", None) or str(e))
+        # Ray's RayTaskError subclasses the error it wraps; the message is the wrapped one's
+        found = e if isinstance(e, UserError) and not isinstance(e, RayError) else _user_error_in(getattr(e, "error_msg", None) or str(e))
         if found is not None:
             return found
     detail = "\n".join(_describe(e) for e in chain).strip()

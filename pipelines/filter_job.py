@@ -8,25 +8,31 @@ generic Ray workers: :class:`LoadSample` (the row's payloads from its shard), th
 rejected early never reaches the expensive models; the adherence checks' per-voice baselines come
 from a pre-pass over the run's neutral rows, :func:`run_baselines`), then :class:`Verdicts`
 (just the verdict columns go back to the driver). The
-driver journals verdicts in parts and merges them into manifest.parquet; a rerun scores only rows
-without a verdict under the same config, and a changed config rescores everything.
+driver streams the rows to score from the journal a fragment at a time (:class:`PendingRows`),
+journals verdicts in parts and merges them into manifest.parquet in one streaming pass; a rerun
+scores only rows without a verdict under the same config, and a changed config rescores everything.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
 from filters import FilterChain, reject
 from filters.adherence import is_baseline_row, voice_baselines
 from filters.config import FilterConfig
-from filters.summary import format_yield, yield_summary
+from filters.summary import YieldTally, format_yield
 from manifests import RunDir, read_sample, sample_key
 from manifests.errors import UserError
+from manifests.merge import KeySet, row_keys
 from manifests.record import TASK_FIELDS
-from manifests.schema import FILTER_COLUMNS
+from manifests.schema import FILTER_COLUMNS, MANIFEST_SCHEMA
 from manifests.stage import Stage, combined_resources
 from pipelines.actor_pool import map_stages
 
@@ -88,15 +94,22 @@ def filter_stages(run: str, config: dict, baselines: dict | None = None) -> list
     return [LoadSample(run), chain, Verdicts(config_.hash)]
 
 
-def run_baselines(run: RunDir, table, config: FilterConfig) -> dict:
+def run_baselines(run: RunDir, config: FilterConfig) -> dict:
     """The adherence checks' voice baselines (:func:`filters.adherence.voice_baselines`) from
     every neutral, normal-speed speech row of the run, scored or not: a pre-pass in the driver
-    (F0 and speech span of those rows only, a few ms each), handed to every worker as data."""
+    (F0 and speech span of those rows only, a few ms each, read one at a time), handed to every
+    worker as data."""
     if config.adherence is None:
         return {}
-    rows = [r for r in table.select(list(ROW_FIELDS) + ["status"]).to_pylist()
-            if r["status"] == "ok" and is_baseline_row(r)]
-    return voice_baselines(LoadSample(run.path).process(rows))
+    load = LoadSample(run.path)
+
+    def samples() -> Iterator[dict]:
+        for part in run.journal_parts():
+            table = pq.read_table(part, schema=MANIFEST_SCHEMA, columns=[*ROW_FIELDS, "status"])
+            for row in table.to_pylist():
+                if row["status"] == "ok" and is_baseline_row(row):
+                    yield load.process([row])[0]
+    return voice_baselines(samples())
 
 
 def load_config(run: RunDir, path: str | None, **overrides) -> FilterConfig:
@@ -123,11 +136,14 @@ def spec_filter_config(spec) -> FilterConfig:
         raise UserError(str(exc)) from None
 
 
-def filter_run(run: RunDir, config: FilterConfig, address=None, progress=True, quiet=False) -> dict:
-    """Filter, consolidate the manifest, store and print the yield table; returns the summary."""
-    stats = run_filter(run, config, address=address, progress=progress)
-    table = run.consolidate()
-    summary = yield_summary(table)
+def filter_run(run: RunDir, config: FilterConfig, address=None, progress=True, quiet=False,
+               stages: Callable[..., list] | None = None) -> dict:
+    """Filter, merge the manifest, store and print the yield table; returns the summary.
+    ``stages``: as for :func:`run_filter`."""
+    stats = run_filter(run, config, address=address, progress=progress, stages=stages or filter_stages)
+    tally = YieldTally()
+    run.merge_manifest(tally.add)
+    summary = tally.summary()
     run.update_stage("filter", status="done", last=stats, yield_summary=summary)
     if not quiet:
         print(format_yield(summary))
@@ -137,49 +153,91 @@ def filter_run(run: RunDir, config: FilterConfig, address=None, progress=True, q
     return summary
 
 
-def pending_rows(run: RunDir, table, config: FilterConfig) -> tuple[list[dict], list[dict]]:
-    """(rows of the synth journal ``table`` to score, verdicts decided without scoring: teacher
-    errors)."""
-    verdicts = run.verdict_table()
-    done = {(i, a) for i, a, h in zip(verdicts.column("id").to_pylist(), verdicts.column("attempt").to_pylist(),
-                                      verdicts.column("filter_hash").to_pylist()) if h == config.hash}
-    todo, errors = [], []
-    for row in table.select(list(ROW_FIELDS) + ["status", "error"]).to_pylist():
-        if (row["id"], row["attempt"]) in done:
-            continue
-        if row["status"] != "ok":
+class PendingRows:
+    """The synthesized rows without a verdict under ``config_hash``, streamed from the journal
+    one fragment at a time: :meth:`tables` yields each fragment's pending rows (``ROW_FIELDS``,
+    ``status``, ``error``, ``duration_s``). Holds the keys of the verdicts already made, not
+    the rows. ``len()``: how many there are; ``ok``: how many of them are to be scored (the
+    others are teacher errors, rejected unscored)."""
+
+    COLUMNS = [*ROW_FIELDS, "status", "error", "duration_s"]
+
+    def __init__(self, run: RunDir, config_hash: str):
+        self.run = run
+        verdicts = run.verdict_table(["id", "attempt", "filter_hash"])
+        done = verdicts.filter(pc.equal(verdicts.column("filter_hash"), config_hash))
+        self.done = KeySet(row_keys(done))
+        self.count = self.ok = 0
+        for table in self.tables(["id", "attempt", "status"]):
+            self.count += table.num_rows
+            self.ok += pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def tables(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        for part in self.run.journal_parts():
+            table = pq.read_table(part, schema=MANIFEST_SCHEMA, columns=columns or self.COLUMNS)
+            if len(self.done):
+                table = table.filter(pa.array(~self.done.contains(table)))
+            if table.num_rows:
+                yield table
+
+
+def commit_teacher_errors(run: RunDir, pending: PendingRows, config_hash: str, part: int = 4096) -> int:
+    """Reject the pending rows whose teacher failed, unscored, with the error as the reason
+    (committed in parts of ``part`` verdicts); returns how many."""
+    if pending.ok == len(pending):
+        return 0
+    buffer, count = [], 0
+    for table in pending.tables():
+        for row in table.filter(pc.not_equal(table.column("status"), "ok")).to_pylist():
             verdict = reject(f"teacher error: {row['error']}", quality_flags=["teacher_error"])
-            errors.append(verdict_row({**row, **verdict.scores, "accepted": False,
-                                       "reject_reason": verdict.reason}, config.hash))
-        else:
-            todo.append({k: row[k] for k in ROW_FIELDS})
-    return todo, errors
+            buffer.append(verdict_row({**row, **verdict.scores, "accepted": False,
+                                       "reject_reason": verdict.reason}, config_hash))
+            if len(buffer) >= part:
+                run.commit_verdicts(buffer)
+                count, buffer = count + len(buffer), []
+    if buffer:
+        run.commit_verdicts(buffer)
+    return count + len(buffer)
 
 
-def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None, progress: bool = True) -> dict:
-    """Score the run's unscored rows; returns counts and throughput. The caller holds the lock."""
+def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None, progress: bool = True,
+               stages: Callable[..., list] = filter_stages) -> dict:
+    """Score the run's unscored rows; returns counts and throughput. The caller holds the lock.
+
+    The rows stream from the journal (:class:`PendingRows`) into the actor pool; the driver holds
+    the rows in flight and the verdicts not yet committed. ``stages``: builds each worker's
+    stages from ``run``, ``config`` and ``baselines`` (default :func:`filter_stages`)."""
     info = run.info()
     previous = info.get("stages", {}).get("filter", {}).get("config_hash")
     if previous and previous != config.hash:
         run.clear_verdicts()
     run.update_stage("filter", status="running", config_hash=config.hash)
-    table = run.journal_table()
-    todo, errors = pending_rows(run, table, config)
-    if errors:
-        run.commit_verdicts(errors)
+    pending = PendingRows(run, config.hash)
+    errors = commit_teacher_errors(run, pending, config.hash)
     start, audio_s, buffer = time.perf_counter(), 0.0, []
-    durations = dict(zip(table.column("id").to_pylist(), table.column("duration_s").to_pylist()))
-    bar = tqdm(total=len(todo), unit="row", desc="filter", disable=not progress)
+    in_flight: dict[tuple[str, int], float] = {}  # (id, attempt) -> duration_s, until its verdict
+
+    def rows() -> Iterator[dict]:
+        for table in pending.tables():
+            for row in table.filter(pc.equal(table.column("status"), "ok")).to_pylist():
+                in_flight[(row["id"], row["attempt"])] = row["duration_s"] or 0.0
+                yield {k: row[k] for k in ROW_FIELDS}
+
+    bar = tqdm(total=pending.ok, unit="row", desc="filter", disable=not progress)
+    scored = 0
     try:
-        if todo:
+        if pending.ok:
             resources = combined_resources(config.build_chain())
-            params = {"run": str(run.path), "config": vars(config), "baselines": run_baselines(run, table, config)}
-            for verdicts in map_stages(todo, filter_stages, params,
-                                       resources, batch_size=config.batch_size, workers=config.workers,
-                                       address=address):
+            params = {"run": str(run.path), "config": vars(config), "baselines": run_baselines(run, config)}
+            for verdicts in map_stages(rows(), stages, params, resources, batch_size=config.batch_size,
+                                       workers=config.workers, address=address):
                 for verdict in verdicts:
                     buffer.append(verdict)
-                    audio_s += durations.get(verdict["id"]) or 0.0
+                    audio_s += in_flight.pop((verdict["id"], int(verdict["attempt"])), 0.0)
+                    scored += 1
                     bar.update(1)
                 if len(buffer) >= COMMIT_EVERY:
                     run.commit_verdicts(buffer)
@@ -189,5 +247,5 @@ def run_filter(run: RunDir, config: FilterConfig, *, address: str | None = None,
             run.commit_verdicts(buffer)
         bar.close()
     wall = time.perf_counter() - start
-    return {"scored": len(todo), "teacher_errors": len(errors), "wall_s": round(wall, 2),
-            "audio_s_per_wall_s": round(audio_s / wall, 3) if todo else None}
+    return {"scored": scored, "teacher_errors": errors, "wall_s": round(wall, 2),
+            "audio_s_per_wall_s": round(audio_s / wall, 3) if scored else None}

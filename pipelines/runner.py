@@ -30,6 +30,7 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
+import pyarrow.compute as pc
 import yaml
 
 from engine import __version__
@@ -167,22 +168,21 @@ class Synthesize:
         tasks, grew = _claim(run, p, teacher, codec)
         if run.recover():
             print("recovered: removed uncommitted shards of an interrupted run", file=sys.stderr)
-        wanted = tasks[: s["limit"]] if s["limit"] else tasks
         lineage = Lineage(spec_hash=p.spec.hash, teacher_id=teacher.id, codec_version=codec.version,
                           stepforge_version=__version__)
         config = p.filter_config() if s["attempts"] > 1 else None
         total = {"tasks": 0, "errors": 0}
-        while todo := next_work(run, wanted, s["attempts"]):
+        while todo := next_work(run, None, s["attempts"], limit=s["limit"]):  # tasks.parquet, streamed
             stats = run_synthesis(run, todo, s["teacher"], lineage, codec=s["codec"], resources=teacher.resources,
                                   shard_size=s["shard_size"], batch_size=s["batch_size"] or teacher.batch_size,
                                   workers=s["workers"], address=ctx.ray_address, progress=ctx.progress)
             total = {k: total[k] + stats[k] for k in total}
             if config is not None:
                 filter_run(run, config, ctx.ray_address, ctx.progress, quiet=True)
-        table = run.consolidate()
-        done = len(set(table.column("id").to_pylist()))
+        rows = run.merge_manifest()
+        done = pc.count_distinct(run.read_manifest(["id"]).column("id")).as_py()
         run.update_stage("synthesize", status="done" if done >= len(tasks) else "partial", tasks_done=done,
-                         rows=table.num_rows, total=len(tasks), last=total, finished_at=utc_now())
+                         rows=rows, total=len(tasks), last=total, finished_at=utc_now())
         print(f"synthesize: {total['tasks']} attempts synthesized ({total['errors']} errors); "
               f"{done}/{len(tasks)} tasks in the manifest", flush=True)
         return {**total, "tasks_total": len(tasks), "new_tasks": grew}

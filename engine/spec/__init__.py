@@ -49,10 +49,10 @@ Rules:
 from engine.spec.errors import SpecError
 from engine.spec.assign import task_seed
 from engine.spec.generation import GenerationSpec
-from engine.spec.table import TASK_SCHEMA, read_tasks, tasks_to_table, write_tasks
+from engine.spec.table import TASK_SCHEMA, read_tasks, task_batches, tasks_to_table, write_tasks
 from engine.spec.texts import detect_lang
 
 __all__ = [
-    "GenerationSpec", "SpecError", "TASK_SCHEMA", "detect_lang", "read_tasks", "task_seed",
+    "GenerationSpec", "SpecError", "TASK_SCHEMA", "detect_lang", "read_tasks", "task_batches", "task_seed",
     "tasks_to_table", "write_tasks",
 ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+import pyarrow.compute as pc
+
 from engine import __version__
 from engine.codec import absolute_spec
 from engine.spec import GenerationSpec
@@ -55,18 +57,18 @@ def main(args) -> int:
         removed = run.recover()
         if removed:
             print(f"recovered: removed {len(removed)} uncommitted shard(s) of an interrupted run", file=sys.stderr)
-        wanted = tasks[: args.limit] if args.limit else tasks
-        summary = _rounds(run, wanted, teacher, codec, spec.hash, args)
-        table = run.consolidate()
-        done = len(set(table.column("id").to_pylist()))
-        run.update_stage("synthesize", status="done" if done >= len(tasks) else "partial", tasks_done=done,
-                         rows=table.num_rows, total=len(tasks), last=summary,
+        total, tasks = len(tasks), None  # from here on the tasks stream from tasks.parquet
+        summary = _rounds(run, teacher, codec, spec.hash, args)
+        rows = run.merge_manifest()
+        done = pc.count_distinct(run.read_manifest(["id"]).column("id")).as_py()
+        run.update_stage("synthesize", status="done" if done >= total else "partial", tasks_done=done,
+                         rows=rows, total=total, last=summary,
                          finished_at=utc_now())
-    _print_summary(run, summary, done, len(tasks))
+    _print_summary(run, summary, done, total)
     return 0
 
 
-def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
+def _rounds(run: RunDir, teacher, codec, spec_hash: str, args) -> dict:
     """Synthesize what is missing; with --attempts N, filter and regenerate rejected tasks with a
     new seed until each is accepted or has had N attempts (every attempt stays in the manifest)."""
     config = None
@@ -74,7 +76,7 @@ def _rounds(run: RunDir, wanted, teacher, codec, spec_hash: str, args) -> dict:
         config = load_config(run, args.filter_config)
         filter_run(run, config, args.ray_address, not args.no_progress, quiet=True)  # a resumed round
     total: dict = {}
-    while todo := next_work(run, wanted, args.attempts):
+    while todo := next_work(run, None, args.attempts, limit=args.limit):
         stats = _synthesize(run, todo, teacher, codec, spec_hash, args)
         for key in ("tasks", "errors", "wall_s", "audio_s"):
             total[key] = round(total.get(key, 0) + stats[key], 2)
