@@ -35,7 +35,7 @@ def register(sub) -> None:
                    help="speech requests admitted at once; more get 429 with Retry-After (default 64)")
     p.add_argument("--max-queue", type=int, default=None,
                    help="requests waiting for the engine beyond which new ones get 503 with Retry-After "
-                        "(default 4 x --max-batch)")
+                        "(default: --max-pending, so only 429s; 503 while shutting down)")
     p.add_argument("--voices", default=None, metavar="DIR",
                    help="folder of voices registered through POST /v1/audio/voices (default STUDENT/voices)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",

@@ -126,7 +126,8 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
         max_pending: speech requests admitted at once (waiting, generating or streaming); the
             next gets 429.
         max_queue: requests waiting for the engine beyond which a new one gets 503 (default
-            four batches' worth): the engine is the bottleneck, whoever asks.
+            ``max_pending``: only 429s then, and 503 while shutting down); set it lower to shed
+            load before the admitted requests queue up behind the engine.
         max_body: largest request body in bytes (413 above it); max_upload: the same for a
             voice registration.
     """
@@ -140,7 +141,7 @@ def create_app(service: SpeechService, api_key: str | None = None, max_pending: 
     _install_middleware(app, metrics, api_key, max_body, max_upload)
     _info_routes(app, service, metrics)
     _voice_routes(app, service)
-    _speech_route(app, service, metrics, gate, max_queue if max_queue is not None else 4 * service.max_batch)
+    _speech_route(app, service, metrics, gate, max_queue if max_queue is not None else max_pending)
     return app
 
 
