@@ -645,7 +645,8 @@ def matrix_markdown(results: dict) -> str:
         trials = r["trials"]
         reasons = Counter(x for t in trials for x in t["reasons"])
         text = r.get("error") or "; ".join(f"{n}x {x}" for x, n in reasons.most_common()) or "-"
-        window = "-" if r["window_s"] is None else f"{r['window_s']:.1f}"
+        windows = r["window_s"] if isinstance(r["window_s"], list) else [r["window_s"]]  # merged runs
+        window = "/".join("-" if w is None else f"{w:.1f}" for w in windows)
         lines.append(f"| {stage} | {window} | {len(trials)} | {sum(t['killed'] for t in trials)} "
                      f"| {sum(t['outcome'] == 'ok' for t in trials)} | {sum(t['outcome'] == 'failed' for t in trials)} "
                      f"| {text} |")
