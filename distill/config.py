@@ -20,6 +20,7 @@ import yaml
 
 from manifests.atomic import atomic_path
 from manifests.errors import UserError
+from manifests.values import is_number
 
 DEFAULTS: dict = {
     "student": {
@@ -214,18 +215,9 @@ def default_warmup(steps) -> int:
     return min(default, steps // 10)
 
 
-def _is_number(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
 def _positive(cfg: dict, section: str, key: str, integer: bool = True) -> None:
     value = cfg[section][key]
-    ok = isinstance(value, int) and not isinstance(value, bool) if integer else _is_number(value)
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else is_number(value)
     if not ok or value <= 0:
         raise ConfigError(f"{section}.{key} must be a positive {'integer' if integer else 'number'}, "
                           f"got {value!r}")
@@ -233,7 +225,7 @@ def _positive(cfg: dict, section: str, key: str, integer: bool = True) -> None:
 
 def _within(cfg: dict, section: str, key: str, low: float, high: float, integer: bool = False) -> None:
     value = cfg[section][key]
-    ok = isinstance(value, int) and not isinstance(value, bool) if integer else _is_number(value)
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else is_number(value)
     if not ok or not low <= value <= high:
         raise ConfigError(f"{section}.{key} must be within {low}..{high}, got {value!r}")
 
@@ -274,16 +266,16 @@ def validate(cfg: dict) -> None:
     _within(cfg, "train", "clip", 0, math.inf)
     _within(cfg, "train", "seed", 0, 2**32 - 1, integer=True)  # numpy's seed range
     betas = t["betas"]
-    if not isinstance(betas, list) or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+    if not isinstance(betas, list) or len(betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in betas):
         raise ConfigError(f"train.betas must be two numbers within 0..1 (exclusive), got {betas!r}")
-    if not _is_number(t["dropout"]) or not 0 <= t["dropout"] < 1:
+    if not is_number(t["dropout"]) or not 0 <= t["dropout"] < 1:
         raise ConfigError(f"train.dropout must be within 0..1 (exclusive), got {t['dropout']!r}")
     if t["export"] not in EXPORTS:
         raise ConfigError(f"train.export must be one of {', '.join(EXPORTS)}, got {t['export']!r}")
     _within(cfg, "data", "heldout", 0, math.inf, integer=True)
     sampling = cfg["eval"]["sampling"]
     if not isinstance(sampling, dict) or set(map(str, sampling)) - set(SAMPLING_KEYS) \
-            or not all(isinstance(k, str) and _is_number(v) for k, v in sampling.items()):
+            or not all(isinstance(k, str) and is_number(v) for k, v in sampling.items()):
         raise ConfigError(f"eval.sampling takes temperature, top_k and top_p, got {sampling!r}")
     for section, key in (("data", "share_prefix"), ("loss", "restricted_head"), ("eval", "student_eval"),
                          ("logging", "tensorboard")):

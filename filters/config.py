@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field, fields
 from filters.adherence import AdherenceFilter, adherence_settings
 from filters.asr import DEFAULT_ASR
 from filters.cer import DEFAULT_PER_DIALECT, CERFilter
-from filters.config_checks import check_adherence, check_sections, count, is_number
+from filters.config_checks import check_adherence, check_sections, count
+from manifests.values import is_number
 from filters.dnsmos import DEFAULT_MIN_OVRL, DNSMOSFilter
 from filters.quality import QualityFilter
 from filters.speaker import SpeakerSimilarityFilter

@@ -7,7 +7,6 @@ one line naming it instead of inside a filter actor halfway through a run.
 from __future__ import annotations
 
 import inspect
-import math
 
 from filters.adherence import DEFAULT_ADHERENCE
 from filters.asr import BACKENDS
@@ -16,18 +15,9 @@ from filters.paraformer import ParaformerASR
 from filters.quality import QualityFilter
 from filters.whisper import WhisperASR
 from manifests.errors import UserError
+from manifests.values import is_number
 
 ASR_CLASSES = {"faster-whisper": WhisperASR, "paraformer": ParaformerASR}
-
-
-def is_number(value) -> bool:
-    """A finite int or float (not a bool: YAML's true is no threshold)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 def mapping(value, where: str) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -63,33 +64,62 @@ class _Row:
         self.generator = seeded_generator(handle.params.seed, device)
 
 
-class ContinuousBatcher:
+class StepBatcher(ABC):
+    """What both streaming batchers share: a queue of submitted :class:`Handle` s and the one
+    thread that owns the engine (``_loop``, in the subclass). ``step_listeners`` are called with
+    the batch size of every step (metrics)."""
+
+    def __init__(self, thread_name: str):
+        self.step_listeners: list = []
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=thread_name, daemon=True)
+
+    def _enqueue(self, ids: list[int], params: SamplingParams, on_ids: OnIds, prefix: int) -> Handle:
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        handle = Handle(ids, params, on_ids, prefix)
+        self._queue.put(handle)
+        return handle
+
+    @property
+    def waiting(self) -> int:
+        """Requests submitted and not yet decoding."""
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    @abstractmethod
+    def _loop(self) -> None:
+        """The engine's thread: admit, step, hand out ids, until ``close``."""
+
+
+class ContinuousBatcher(StepBatcher):
     """Decodes up to ``max_batch`` requests together, one step at a time, on ``engine``'s model.
 
     Args:
         engine: a loaded :class:`TorchEngine` (its model is used from the batcher's thread only).
         max_batch: requests decoding together; more wait (``waiting``) and join as rows leave.
         prefixes: shared prompt prefixes whose KV is kept.
-    ``step_listeners`` are called with the batch size of every step (metrics).
     """
 
     def __init__(self, engine: TorchEngine, max_batch: int = 16, prefixes: int = 16):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        super().__init__("stepforge-continuous-batcher")
         self.engine, self.model, self.max_batch = engine, engine.model, max_batch
         self.device = engine.device
         self.vocab = engine.vocab_size
-        self.step_listeners: list = []
         self.prefix_hits = 0
         self._prefixes: OrderedDict = OrderedDict()
         self._max_prefixes = prefixes
-        self._queue: queue.Queue = queue.Queue()
         self._rows: list[_Row] = []
         self._cache = None
         self._logits: torch.Tensor | None = None
         self._processors: dict = {}
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="stepforge-continuous-batcher", daemon=True)
         self._thread.start()
 
     # -- the caller's side -------------------------------------------------------------------
@@ -105,25 +135,11 @@ class ContinuousBatcher:
             raise ValueError(f"prefix {prefix} must leave at least one of the prompt's {len(ids)} ids")
         if params.logprobs:
             raise ValueError("continuous batching streams ids without logprobs; use TorchEngine.generate")
-        if self._closed:
-            raise RuntimeError("the batcher is closed")
-        handle = Handle(ids, params, on_ids, prefix)
-        self._queue.put(handle)
-        return handle
-
-    @property
-    def waiting(self) -> int:
-        """Requests submitted and not yet decoding."""
-        return self._queue.qsize()
+        return self._enqueue(ids, params, on_ids, prefix)
 
     @property
     def running(self) -> int:
         return len(self._rows)
-
-    def close(self) -> None:
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=60)
 
     # -- the batcher's thread ----------------------------------------------------------------
     def _loop(self) -> None:

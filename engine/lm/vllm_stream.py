@@ -16,29 +16,22 @@ from __future__ import annotations
 
 import itertools
 import queue
-import threading
 from typing import Sequence
 
 from engine.lm.base import FINISH_LENGTH, FINISH_STOP, Generation, SamplingParams, check_prompts
-from engine.lm.stream import FINISH_CANCELLED, Handle, OnIds
+from engine.lm.stream import FINISH_CANCELLED, Handle, OnIds, StepBatcher
 from engine.lm.vllm_engine import VLLMEngine, enforce_constraint
 
 
-class VLLMStreamBatcher:
-    """Streams requests through ``engine``'s vLLM ``LLMEngine`` (``add_request`` / ``step``).
-
-    ``step_listeners`` are called with the number of running requests at every step (metrics).
-    """
+class VLLMStreamBatcher(StepBatcher):
+    """Streams requests through ``engine``'s vLLM ``LLMEngine`` (``add_request`` / ``step``)."""
 
     def __init__(self, engine: VLLMEngine):
+        super().__init__("stepforge-vllm-stream")
         self.engine = engine
         self.core = engine.llm.llm_engine
-        self.step_listeners: list = []
-        self._queue: queue.Queue = queue.Queue()
         self._live: dict[str, tuple[Handle, list[int]]] = {}
         self._ids = itertools.count()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="stepforge-vllm-stream", daemon=True)
         self._thread.start()
 
     def submit(self, ids: Sequence[int], params: SamplingParams, on_ids: OnIds, prefix: int = 0) -> Handle:
@@ -48,24 +41,11 @@ class VLLMStreamBatcher:
         if params.logprobs:
             raise ValueError("streaming sends ids without logprobs; use VLLMEngine.generate")
         self.engine.sampling_params(params, len(ids))  # refuses what cannot run, here
-        if self._closed:
-            raise RuntimeError("the batcher is closed")
-        handle = Handle(ids, params, on_ids, prefix)
-        self._queue.put(handle)
-        return handle
-
-    @property
-    def waiting(self) -> int:
-        return self._queue.qsize()
+        return self._enqueue(ids, params, on_ids, prefix)
 
     @property
     def running(self) -> int:
         return len(self._live)
-
-    def close(self) -> None:
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=60)
 
     def _loop(self) -> None:
         while True:

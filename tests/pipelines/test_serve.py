@@ -22,6 +22,7 @@ from engine.instructions import Instruction, InstructionError
 from pipelines.cli import main
 from pipelines.serve.instructions import free_text, speed_name, understand
 from tests.conftest import REPO, cli_env
+from tests.pipelines.uvicorn_thread import ServerThread, free_port
 
 MAX_SECONDS = 0.48
 KEY = "test-key-123"
@@ -82,33 +83,6 @@ def test_understand_combines_tags_free_text_speed_and_the_text_language():
 
 # -- the server ------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """uvicorn serving ``app`` on 127.0.0.1 in a thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     from engine.models import build_student, export
@@ -131,7 +105,7 @@ def server(service):
     """The open server (no key, 64 pending requests)."""
     from pipelines.serve.app import create_app
 
-    srv = _Server(create_app(service))
+    srv = ServerThread(create_app(service))
     yield srv
     srv.stop()
 
@@ -141,7 +115,7 @@ def guarded(service):
     """The same service behind a bearer key and a limit of one pending speech request."""
     from pipelines.serve.app import create_app
 
-    srv = _Server(create_app(service, api_key=KEY, max_pending=1, max_body=64 << 10))
+    srv = ServerThread(create_app(service, api_key=KEY, max_pending=1, max_body=64 << 10))
     yield srv
     srv.stop()
 
@@ -354,7 +328,7 @@ def test_sixteen_concurrent_streams_complete_and_match_their_one_at_a_time_audio
 def test_a_full_engine_queue_answers_503_with_retry_after(service):
     from pipelines.serve.app import create_app
 
-    srv = _Server(create_app(service, max_queue=0))
+    srv = ServerThread(create_app(service, max_queue=0))
     try:
         r = httpx.post(f"{srv.url}/v1/audio/speech", json=_speech(seed=1), timeout=30)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
@@ -369,7 +343,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(student):
     from pipelines.serve.service import SpeechService
 
     service = SpeechService(student, engine="torch", max_seconds=30, max_batch=4)  # long enough to leave
-    server = _Server(create_app(service))
+    server = ServerThread(create_app(service))
     try:
         with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=_speech(response_format="pcm", seed=2),
                           timeout=120) as r:
@@ -419,7 +393,7 @@ def test_serve_refuses_bad_input_in_one_line(tmp_path, capsys, monkeypatch, stud
 
 
 def test_the_serve_command_serves_with_a_key(student):
-    port = _free_port()
+    port = free_port()
     env = {**cli_env(), "SERVE_TEST_KEY": KEY}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(student), "--port", str(port),
                              "--engine", "torch", "--max-seconds", str(MAX_SECONDS), "--api-key-env", "SERVE_TEST_KEY"],
@@ -546,7 +520,7 @@ def test_a_rope_student_streams_through_vllm(vllm_engine, tiny_rope_dir):
     from pipelines.serve.service import SpeechService
 
     service = SpeechService(tiny_rope_dir, engine="vllm", max_seconds=MAX_SECONDS, lm=vllm_engine)
-    server = _Server(create_app(service))
+    server = ServerThread(create_app(service))
     try:
         assert httpx.get(f"{server.url}/health").json()["engine"] == "vllm"
         body = {**_speech(model=tiny_rope_dir.name, response_format="pcm"), "stream_format": "sse"}

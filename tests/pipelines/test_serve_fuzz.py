@@ -10,8 +10,6 @@ More examples than ``make test`` runs (the bound keeps it to seconds):
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 
 import httpx
@@ -22,31 +20,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
+from tests.pipelines.uvicorn_thread import ServerThread  # noqa: E402
+
 MAX_SECONDS = 0.48
 EXAMPLES = int(os.environ.get("STEPFORGE_FUZZ_EXAMPLES", "10"))
-
-
-class Server:
-    """uvicorn serving ``app`` on a free 127.0.0.1 port in a thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +35,7 @@ def served(tmp_path_factory):
     student = export(build_student("step1", "tiny", seed=0, num_hidden_layers=2),
                      tmp_path_factory.mktemp("serve-fuzz") / "student")
     service = SpeechService(student, engine="torch", max_seconds=MAX_SECONDS, max_batch=8)
-    server = Server(create_app(service))
+    server = ServerThread(create_app(service))
     yield server.url
     server.stop()
     service.close()
