@@ -33,6 +33,7 @@ from engine.lm.sampling import AudioLogitsProcessor, sample
 from engine.lm.torch_engine import TorchEngine, request_budget, seeded_generator
 
 FINISH_CANCELLED = "cancelled"  # the caller left before the request finished
+CLOSED = object()  # what StepBatcher._take returns once the batcher is closed
 ROOM = 64  # free KV slots a joining request brings; the cache doubles when it needs more
 
 # on_ids(new_ids, done, error): new ids as they are sampled; ``done`` (the whole Generation) once
@@ -86,6 +87,20 @@ class StepBatcher(ABC):
     def waiting(self) -> int:
         """Requests submitted and not yet decoding."""
         return self._queue.qsize()
+
+    def _take(self, block: bool):
+        """The next submitted request not cancelled (cancelled ones are answered here); None when
+        none waits, ``CLOSED`` once :meth:`close` was called."""
+        while True:
+            try:
+                handle = self._queue.get() if block else self._queue.get_nowait()
+            except queue.Empty:
+                return None
+            if handle is None:
+                return CLOSED
+            if not handle.cancelled.is_set():
+                return handle
+            handle.on_ids([], Generation([], FINISH_CANCELLED), None)
 
     def close(self) -> None:
         self._closed = True
@@ -172,16 +187,10 @@ class ContinuousBatcher(StepBatcher):
     def _admit(self, block: bool) -> bool:
         """Join waiting requests into the batch while there is room; False once closed."""
         while len(self._rows) < self.max_batch:
-            try:
-                handle = self._queue.get(timeout=None) if block else self._queue.get_nowait()
-            except queue.Empty:
-                return True
+            handle = self._take(block)
+            if handle is None or handle is CLOSED:
+                return handle is None
             block = False
-            if handle is None:
-                return False
-            if handle.cancelled.is_set():
-                handle.on_ids([], Generation([], FINISH_CANCELLED), None)
-                continue
             try:
                 budget = request_budget(handle.params, len(handle.ids), self.model.config.max_positions)
                 cache, logits = self._prefill(handle)

@@ -15,11 +15,10 @@ reuses the KV of prompt blocks already computed (the shared system and clone tur
 from __future__ import annotations
 
 import itertools
-import queue
 from typing import Sequence
 
 from engine.lm.base import FINISH_LENGTH, FINISH_STOP, Generation, SamplingParams, check_prompts
-from engine.lm.stream import FINISH_CANCELLED, Handle, OnIds, StepBatcher
+from engine.lm.stream import CLOSED, FINISH_CANCELLED, Handle, OnIds, StepBatcher
 from engine.lm.vllm_engine import VLLMEngine, enforce_constraint
 
 
@@ -69,16 +68,10 @@ class VLLMStreamBatcher(StepBatcher):
         from vllm.sampling_params import RequestOutputKind
 
         while True:
-            try:
-                handle = self._queue.get() if block else self._queue.get_nowait()
-            except queue.Empty:
-                return True
+            handle = self._take(block)
+            if handle is None or handle is CLOSED:
+                return handle is None
             block = False
-            if handle is None:
-                return False
-            if handle.cancelled.is_set():
-                handle.on_ids([], Generation([], FINISH_CANCELLED), None)
-                continue
             request_id = f"stream-{next(self._ids)}"
             try:
                 vparams = self.engine.sampling_params(handle.params, len(handle.ids))
