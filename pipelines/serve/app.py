@@ -204,10 +204,10 @@ def _speech_route(app: FastAPI, service: SpeechService, metrics: Metrics, gate: 
         _check(req, service, formats)
         voice = _voice_id(req.voice)
         instruction = _instruction(req)
-        _check_capacity(service, queue_limit)
-        release = gate.enter()
+        release = gate.enter()  # 429 first: the admitted requests bound the queue
         reply = None
         try:
+            _check_capacity(service, queue_limit)
             texts = pieces(req.input, piece_chars(service.max_seconds, instruction.lang))
             sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p}
             prompts = await asyncio.to_thread(
