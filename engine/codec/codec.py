@@ -95,9 +95,10 @@ class MelVQCodec(Stage):
         """(vq02 ``[2N]``, vq06 ``[3N]``) -> 16 kHz float32 waveform ``[N * 1920]``."""
         return vocode(self.decode_mel(vq02, vq06))
 
-    def stream_decoder(self, **sizes):
-        """An incremental decoder of one utterance (:class:`engine.codec.stream.StreamDecoder`)."""
-        return StreamDecoder(self, **sizes)
+    def stream_decoder(self, **options):
+        """An incremental decoder of one utterance (:class:`engine.codec.stream.StreamDecoder`,
+        which takes the ``options``)."""
+        return StreamDecoder(self, **options)
 
     def tokenize(self, wav: np.ndarray) -> np.ndarray:
         """Waveform -> interleaved Step-Audio LM ids ``int32 [5N]``."""

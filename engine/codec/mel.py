@@ -53,26 +53,24 @@ def stft(wav: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _ola_norm(n_frames: int) -> np.ndarray:
-    return _overlap_add(np.broadcast_to(window() ** 2, (n_frames, N_FFT)))
+    return overlap_add(np.broadcast_to(window() ** 2, (n_frames, N_FFT)))
 
 
-def _overlap_add(frames: np.ndarray) -> np.ndarray:
-    """Sum frames ``[n, N_FFT]`` placed ``HOP`` apart, as ``ceil(N_FFT / HOP)`` shifted adds."""
-    per = -(-N_FFT // HOP)
-    n = len(frames)
-    chunks = np.zeros((n, per * HOP), np.float32)
-    chunks[:, :N_FFT] = frames
-    chunks = chunks.reshape(n, per, HOP)
-    out = np.zeros((n + per - 1, HOP), np.float32)
+def overlap_add(frames: np.ndarray) -> np.ndarray:
+    """Sum frames ``[n, N_FFT]`` placed ``HOP`` apart: ``ceil(N_FFT / HOP)`` adds of a hop-wide
+    column of every frame, each into its own shifted view of the output."""
+    n, per = len(frames), -(-N_FFT // HOP)
+    out = np.zeros((n + per - 1) * HOP, np.float32)
     for j in range(per):
-        out[j:j + n] += chunks[:, j]
-    return out.reshape(-1)
+        width = min(HOP, N_FFT - j * HOP)
+        out[j * HOP:(j + n) * HOP].reshape(n, HOP)[:, :width] += frames[:, j * HOP:j * HOP + width]
+    return out
 
 
 def istft(spec: np.ndarray, n_samples: int) -> np.ndarray:
     """Weighted overlap-add inverse of :func:`stft`: ``[frames, bins] -> float32 [n_samples]``."""
     frames = scipy.fft.irfft(spec, n=N_FFT, axis=1).astype(np.float32, copy=False) * window()
-    out = _overlap_add(frames) / np.maximum(_ola_norm(len(frames)), 1e-3)
+    out = overlap_add(frames) / np.maximum(_ola_norm(len(frames)), 1e-3)
     pad = N_FFT // 2
     return out[pad:pad + n_samples]
 

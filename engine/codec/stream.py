@@ -19,28 +19,115 @@ Two stages, each with its own look-ahead:
   Griffin-Lim on short blocks costs several times the whole decode's CPU (measured). The waveform
   thus differs from the whole decode in phase, not in magnitude; ``bench/serve_load.py`` measures
   by how much.
+
+Many streams at once (a server): give them one :class:`VocoderBatcher` as their ``vocoder``, which
+phases the blocks that are waiting together (:func:`~engine.codec.vocoder.griffin_lim_many`, each
+block exactly as alone), in large array operations rather than many small ones.
 """
 from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future
 
 import numpy as np
 
 from engine import tokens
 
 from . import mel
-from .vocoder import griffin_lim_from, random_phases
+from .vocoder import griffin_lim_from, griffin_lim_many, random_phases
 
 BLOCK = 24      # frames of the first block phased and sent (240 ms); each next block doubles
-MAX_BLOCK = 192  # up to this (1.92 s): short blocks for the first audio, long ones cost less
+MAX_BLOCK = 96   # up to this (0.96 s): short blocks for the first audio, longer ones cost less
 LOOKAHEAD = 12  # frames after a block that its phasing sees
 OVERLAP = 12    # frames of the previous block it starts from, cross-faded
 
 
-def open_stream(codec, decode=None):
-    """An incremental decoder for ``codec``: its own (``codec.stream_decoder()``) where it has
-    one, else a :class:`WholeDecoder` (audio only at the end) calling ``decode(ids)`` (default
-    ``codec.detokenize``, e.g. a decode in the request's voice instead)."""
+def open_stream(codec, decode=None, vocoder=None):
+    """An incremental decoder for ``codec``: its own (``codec.stream_decoder()``, phasing with
+    ``vocoder`` when given) where it has one, else a :class:`WholeDecoder` (audio only at the end)
+    calling ``decode(ids)`` (default ``codec.detokenize``, e.g. a decode in the request's voice)."""
     make = getattr(codec, "stream_decoder", None)
-    return make() if make is not None else WholeDecoder(decode or codec.detokenize)
+    if make is None:
+        return WholeDecoder(decode or codec.detokenize)
+    return make(vocoder=vocoder) if vocoder is not None else make()
+
+
+class VocoderBatcher:
+    """One thread that phases the waveform blocks of many :class:`StreamDecoder` at once.
+
+    A decoder given ``vocoder=batcher`` hands its block over and waits; a thread takes every
+    block waiting (up to ``max_frames`` frames), phases them together and answers each. An idle
+    batcher takes a lone block at once, so one stream waits for nothing. The result of each block
+    is exactly what :func:`~engine.codec.vocoder.griffin_lim_from` gives it alone.
+
+    ``threads`` batches are phased at once (default: one per core; numpy and the FFTs leave
+    Python's lock while they compute, so two threads use two cores).
+    """
+
+    def __init__(self, max_frames: int = 4096, threads: int | None = None):
+        threads = threads or len(os.sched_getaffinity(0))
+        if max_frames < 1 or threads < 1:
+            raise ValueError(f"max_frames and threads must be >= 1, got {max_frames} and {threads}")
+        self.max_frames = max_frames
+        self.batch_sizes: list[int] = []  # blocks per batch, the last 1000 (for a bench)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()  # nothing is queued behind the closing sentinel
+        self._threads = [threading.Thread(target=self._loop, name=f"stepforge-vocoder-{i}", daemon=True)
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def __call__(self, magnitude: np.ndarray, angles: np.ndarray, n_samples: int,
+                 n_iter: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """The :func:`~engine.codec.vocoder.griffin_lim_from` of one block, phased in a batch."""
+        done: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the vocoder batcher was closed")
+            self._queue.put((magnitude, angles, n_samples, n_iter, done))
+        return done.result()
+
+    def close(self) -> None:
+        """Stop the threads once the blocks already handed over are phased; later calls raise."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs, frames = [first], len(first[0])
+            while frames < self.max_frames:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)  # closed: stop after this batch
+                    break
+                jobs.append(job)
+                frames += len(job[0])
+            self.batch_sizes = [*self.batch_sizes[-999:], len(jobs)]
+            for n_iter in sorted({job[3] for job in jobs}):
+                group = [job for job in jobs if job[3] == n_iter]
+                try:
+                    results = griffin_lim_many([job[:3] for job in group], n_iter)
+                except Exception as exc:  # a bad block fails its own waiters, not the thread
+                    for job in group:
+                        job[4].set_exception(exc)
+                    continue
+                for job, result in zip(group, results):
+                    job[4].set_result(result)
 
 
 class WholeDecoder:
@@ -68,16 +155,19 @@ class StreamDecoder:
         codec: the codec (its decoder net and smoothing set the log-mel look-ahead).
         block, max_block, lookahead, overlap: the waveform stage's sizes, in 10 ms frames.
         n_iter: Griffin-Lim iterations per block (the whole decode's 32 by default).
+        vocoder: phases a block: ``(magnitude, angles, n_samples, n_iter) -> (waveform, angles)``;
+            default :func:`~engine.codec.vocoder.griffin_lim_from`, or a :class:`VocoderBatcher`.
     """
 
     def __init__(self, codec, block: int = BLOCK, lookahead: int = LOOKAHEAD, overlap: int = OVERLAP,
-                 n_iter: int = 32, max_block: int = MAX_BLOCK):
+                 n_iter: int = 32, max_block: int = MAX_BLOCK, vocoder=None):
         if block < 1 or lookahead < 0 or not 0 <= overlap <= block or max_block < block:
             raise ValueError(f"need block >= 1, lookahead >= 0, 0 <= overlap <= block <= max_block, got "
                              f"{block}, {lookahead}, {overlap}, {max_block}")
         self.codec = codec
         self.first_block, self.max_block = block, max_block
         self.block, self.lookahead, self.overlap, self.n_iter = block, lookahead, overlap, n_iter
+        self.vocoder = vocoder or griffin_lim_from
         self.groups_ctx, self.frames_ctx = codec.context
         self._ids: list[int] = []
         self._mel = np.zeros((0, mel.N_MELS), np.float32)
@@ -160,7 +250,7 @@ class StreamDecoder:
             have = self._angles[start - self._phase0:]
             n = min(len(have), len(angles))
             angles[:n] = have[:n]
-        wav, self._angles = griffin_lim_from(magnitude, angles, (stop - start) * hop, self.n_iter)
+        wav, self._angles = self.vocoder(magnitude, angles, (stop - start) * hop, self.n_iter)
         self._phase0 = start
         self._blocks += 1
         wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
