@@ -83,7 +83,13 @@ async def one_request(client, url: str, body: dict, rate: int) -> dict:
     return {"wall": wall, "first": first if first is not None else wall, "audio": audio}
 
 
-async def level(url: str, clients: int, requests: int, fmt: str) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def level(url: str, clients: int, requests: int, fmt: str, server_pid: int) -> dict:
     import httpx
 
     rate = 24000 if fmt == "pcm" else 16000
@@ -100,16 +106,18 @@ async def level(url: str, clients: int, requests: int, fmt: str) -> dict:
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        start = time.perf_counter()
+        start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
         await asyncio.gather(*(worker(client) for _ in range(clients)))
         wall = time.perf_counter() - start
+        server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
     walls = np.array([r["wall"] for r in results])
     firsts = np.array([r["first"] for r in results])
     audio = np.array([r["audio"] for r in results])
     return {"clients": clients, "requests": len(results), "wall": wall, "audio": float(audio.sum()),
             "throughput": float(audio.sum() / wall), "p50": float(np.percentile(walls, 50)),
             "p99": float(np.percentile(walls, 99)), "ttfa50": float(np.percentile(firsts, 50)),
-            "ttfa99": float(np.percentile(firsts, 99)), "rtf": float(np.median(walls / np.maximum(audio, 1e-9)))}
+            "ttfa99": float(np.percentile(firsts, 99)), "rtf": float(np.median(walls / np.maximum(audio, 1e-9))),
+            "server_cpu": server_cpu / max(float(audio.sum()), 1e-9), "client_cpu": client_cpu / max(wall, 1e-9)}
 
 
 def decode_difference() -> dict:
@@ -165,8 +173,8 @@ def main(argv=None) -> int:
         server = start_server(student, port, args)
         url = f"http://127.0.0.1:{port}/v1/audio/speech"
         try:
-            asyncio.run(level(url, 2, 2, args.format))  # warm-up: first-use costs out of the way
-            results = [asyncio.run(level(url, c, args.requests, args.format)) for c in levels]
+            asyncio.run(level(url, 2, 2, args.format, server.pid))  # warm-up: first-use costs out of the way
+            results = [asyncio.run(level(url, c, args.requests, args.format, server.pid)) for c in levels]
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
@@ -174,12 +182,13 @@ def main(argv=None) -> int:
     print(f"\n{args.requests} requests of {args.max_seconds:g} s audio cap, {args.format}, streamed; baseline = "
           f"{base['clients']} client (one at a time)")
     print("| clients | wall s | audio s | audio s / wall s | x baseline | p50 latency s | p99 latency s | "
-          "p50 TTFA ms | p99 TTFA ms | median RTF |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "p50 TTFA ms | p99 TTFA ms | median RTF | server CPU s / audio s | client cores |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['clients']} | {r['wall']:.1f} | {r['audio']:.1f} | {r['throughput']:.2f} | "
               f"{r['throughput'] / base['throughput']:.2f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-              f"{1000 * r['ttfa50']:.0f} | {1000 * r['ttfa99']:.0f} | {r['rtf']:.3f} |")
+              f"{1000 * r['ttfa50']:.0f} | {1000 * r['ttfa99']:.0f} | {r['rtf']:.3f} | {r['server_cpu']:.3f} | "
+              f"{r['client_cpu']:.2f} |")
     if not args.skip_decode:
         diff = decode_difference()
         rows = diff["rows"]

@@ -1,7 +1,8 @@
 """``stepforge serve STUDENT``: a distilled student behind OpenAI's speech API.
 
     stepforge serve runs/student --port 8000 [--engine auto|torch|vllm] [--codec melvq|WEIGHTS.npz|stepaudio:DIR]
-                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--max-queue N] [--voices DIR] [--api-key-env VAR]
+                    [--max-batch 8] [--max-seconds 30] [--max-pending 64] [--max-queue N] [--decode-threads N] [--voices DIR]
+                    [--api-key-env VAR]
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json' \\
          -d '{"model": "student", "input": "Hello.", "voice": "amy", "response_format": "wav"}' -o hello.wav
 
@@ -36,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--max-queue", type=int, default=None,
                    help="requests waiting for the engine beyond which new ones get 503 with Retry-After "
                         "(default: --max-pending, so only 429s; 503 while shutting down)")
+    p.add_argument("--decode-threads", type=int, default=None, metavar="N",
+                   help="threads decoding and encoding audio, one core each (default: --max-batch plus the cores: "
+                        "a streaming request's decode waits there for the shared vocoder)")
     p.add_argument("--voices", default=None, metavar="DIR",
                    help="folder of voices registered through POST /v1/audio/voices (default STUDENT/voices)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
@@ -58,8 +62,9 @@ def main(args) -> int:
     if key is None and not _loopback(args.host):
         print(f"stepforge serve: warning: {args.host} is reachable from other machines and no "
               "--api-key-env is set", file=sys.stderr)
+    one_blas_thread()
     service = SpeechService(args.student, engine=args.engine, codec=args.codec, max_batch=args.max_batch,
-                            max_seconds=args.max_seconds, voices=args.voices)
+                            max_seconds=args.max_seconds, voices=args.voices, decode_threads=args.decode_threads)
     try:
         app = create_app(service, api_key=key, max_pending=args.max_pending, max_queue=args.max_queue)
         print(f"stepforge serve: {service.model_id} ({service.kind} engine, codec {service.codec.version}) "
@@ -68,6 +73,16 @@ def main(args) -> int:
     finally:
         service.close()
     return 0
+
+
+def one_blas_thread() -> None:
+    """numpy's BLAS on one thread in this process. The server's parallelism is its concurrent
+    requests (the decode threads, the engine's thread); a BLAS pool per call on top of those
+    makes several threads per core wait on each other: the codec's mel-to-magnitude product took
+    27 ms a call that way under load, 0.25 ms on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def api_key(var: str | None) -> str | None:

@@ -18,7 +18,6 @@ the usage (and, beyond OpenAI's fields, the instruction as understood, the voice
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import time
@@ -181,8 +180,8 @@ def _voice_routes(app: FastAPI, service: SpeechService) -> None:
             raise APIError(400, "attach the prompt audio as a file (field audio or audio_sample)", param="audio",
                            code="missing_audio")
         audio = await upload.read()
-        voice = await asyncio.to_thread(service.registered.register, str(form.get("name") or ""), audio,
-                                        str(form.get("transcript") or ""))
+        voice = await service.off_loop(service.registered.register, str(form.get("name") or ""), audio,
+                                       str(form.get("transcript") or ""))
         return {**_voice_object(voice.name, "audio_sample", voice.text), "seconds": round(voice.seconds, 3),
                 "audio_ids": len(voice.ids)}
 
@@ -210,7 +209,7 @@ def _speech_route(app: FastAPI, service: SpeechService, metrics: Metrics, gate: 
             _check_capacity(service, queue_limit)
             texts = pieces(req.input, piece_chars(service.max_seconds, instruction.lang))
             sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p}
-            prompts = await asyncio.to_thread(
+            prompts = await service.off_loop(
                 lambda: [service.prepare(t, instruction, voice, req.seed, sampling) for t in texts])
             done = {"instruction": {**dataclasses.asdict(instruction), "tags": instruction.tags()}, "voice": voice,
                     "pieces": texts}

@@ -145,8 +145,8 @@ class SpeechReply:
         spoken = self.whole
         self._count(spoken)
         chunk = int(CHUNK_SECONDS * spoken.sample_rate)
-        for piece in await asyncio.to_thread(lambda: list(encode_chunks(spoken.wav, spoken.sample_rate, self.format,
-                                                                        chunk))):
+        for piece in await self.service.off_loop(lambda: list(encode_chunks(spoken.wav, spoken.sample_rate,
+                                                                             self.format, chunk))):
             yield piece
 
     def _count(self, spoken: Speech | None) -> None:

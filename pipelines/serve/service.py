@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from engine.codec import load_codec
-from engine.codec.stream import open_stream
+from engine.codec.stream import VocoderBatcher, open_stream
 from engine.instructions import Instruction
 from engine.lm.base import Generation
 from engine.lm.stream import FINISH_CANCELLED, ContinuousBatcher
@@ -93,15 +97,21 @@ class SpeechService:
         max_seconds: audio length cap per request.
         voices: the folder of registered voices (default ``STUDENT/voices``, made on the first
             registration; see :class:`pipelines.serve.voices.VoiceStore`).
+        decode_threads: threads that decode and encode audio (:meth:`off_loop`), each computing
+            on one core; default ``max_batch`` plus the cores this process may use, since a
+            streaming request's decode waits there while the shared vocoder phases its block
+            with the other streams' (:class:`engine.codec.stream.VocoderBatcher`).
         lm: an LM engine already loaded over ``student`` (of kind ``engine``) to use instead of
             loading one; the service then drives it alone until ``close``.
     Each function in ``batch_listeners`` is called with the batch size of every engine step.
     """
 
     def __init__(self, student, engine: str = "auto", codec: str = "melvq", max_batch: int = 8,
-                 max_seconds: float = 30.0, voices=None, lm=None):
+                 max_seconds: float = 30.0, voices=None, lm=None, decode_threads: int | None = None):
         if max_batch < 1 or not max_seconds > 0:
             raise UserError(f"max_batch must be >= 1 and max_seconds > 0, got {max_batch} and {max_seconds}")
+        if decode_threads is not None and decode_threads < 1:
+            raise UserError(f"decode_threads must be >= 1, got {decode_threads}")
         self.student, student_type = check_student(student)
         self.kind = pick_engine(student_type, engine)
         self.codec = load_codec(codec)
@@ -126,6 +136,10 @@ class SpeechService:
             self.scheduler = VLLMStreamBatcher(engine_)
         self.scheduler.step_listeners.append(self._batch)
         self._owns_engine = lm is None
+        self.decode_threads = decode_threads or max_batch + len(os.sched_getaffinity(0))
+        self.vocoder = VocoderBatcher()
+        self._decoders = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="stepforge-decode",
+                                            initializer=torch.set_num_threads, initargs=(1,))
         self.closed = False
 
     def _batch(self, size: int) -> None:
@@ -198,6 +212,16 @@ class SpeechService:
             ids = self.teacher.prompt(task)
         return ids, last_turn(ids, [BOT, *prompter.tokenizer.encode("human\n")])
 
+    async def off_loop(self, fn, *args):
+        """``fn(*args)`` on a decode thread (codec decodes, audio encoding), awaited.
+
+        Concurrency across requests is the parallelism: each thread computes on one core (torch's
+        OpenMP team of one). A torch op that opens a team per calling thread on every core, from
+        many threads at once, oversubscribes the cores several times over: a stream decode cost
+        282 ms of CPU per audio second that way on 2 busy cores, 38 ms on one thread each.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, fn, *args)
+
     def start(self, prompt: Prompt, stream: bool = True) -> "Utterance":
         """Submit one prompt; the :class:`Utterance` yields its audio (streamed: as the ids come
         and settle; else decoded whole at the end). Call from the event loop."""
@@ -250,11 +274,14 @@ class SpeechService:
         return {"model": self.model_id, "student": str(self.student), "engine": self.kind,
                 "codec": self.codec.version, "max_batch": self.max_batch,
                 "scheduler": "continuous",
-                "max_seconds": self.teacher.options["max_seconds"], "ids_per_second": round(TOKENS_PER_SECOND, 2)}
+                "max_seconds": self.teacher.options["max_seconds"], "ids_per_second": round(TOKENS_PER_SECOND, 2),
+                "decode_threads": self.decode_threads}
 
     def close(self) -> None:
         self.closed = True
         self.scheduler.close()
+        self._decoders.shutdown(wait=False, cancel_futures=True)
+        self.vocoder.close()
         if self._owns_engine:
             self.teacher.close()
 
@@ -281,25 +308,51 @@ class Utterance:
         self.service, self.prompt, self.stream = service, prompt, stream
         self.speech: Speech | None = None
         self.first_audio: float | None = None  # perf_counter of the first samples out
-        self._events: asyncio.Queue = asyncio.Queue()
+        # The engine's thread leaves ids here and wakes audio() once per batch of news: when a
+        # stream has two groups to decode, or at the end (per sampled id, 32 streams' wake-ups
+        # kept the event loop busier than anything else in the server).
+        self._lock = threading.Lock()
+        self._ids: list[int] = []
+        self._end: tuple | None = None  # (the finished Generation or None, an error or None)
+        self._news = asyncio.Event()
+        self._signalled = False
+        want = 2 * GROUP if stream else None
         loop = asyncio.get_running_loop()
 
         def on_ids(ids, done, error) -> None:  # on the engine's thread
-            loop.call_soon_threadsafe(self._events.put_nowait, (ids, done, error))
+            with self._lock:
+                self._ids.extend(ids)
+                if done is not None or error is not None:
+                    self._end = (done, error)
+                if self._signalled or (self._end is None and (want is None or len(self._ids) < want)):
+                    return
+                self._signalled = True
+            loop.call_soon_threadsafe(self._news.set)
 
         self._handle = service.scheduler.submit(prompt.ids, prompt.params, on_ids, prefix=prompt.prefix)
 
     def cancel(self) -> None:
         self._handle.cancel()
 
+    async def _next(self) -> tuple[list[int], object, BaseException | None]:
+        """The ids sampled since the last call, then the Generation and error once finished."""
+        await self._news.wait()
+        with self._lock:
+            self._news.clear()
+            self._signalled = False
+            ids, self._ids = self._ids, []
+            done, error = self._end or (None, None)
+        return ids, done, error
+
     async def audio(self):
         service = self.service
         layout = service.teacher.layout
-        decoder = open_stream(service.codec, lambda ids: service.decode_ids(ids, self.prompt)) if self.stream else None
+        decoder = (open_stream(service.codec, lambda ids: service.decode_ids(ids, self.prompt), service.vocoder)
+                   if self.stream else None)
         pending: list[int] = []  # sampled ids not yet given to the decoder (a partial group)
         pieces: list[np.ndarray] = []
         while True:
-            ids, done, error = await self._events.get()
+            ids, done, error = await self._next()
             if error is not None:
                 raise GenerationFailed(f"{type(error).__name__}: {error}") from error
             if done is not None and done.finish_reason == FINISH_CANCELLED:
@@ -310,18 +363,18 @@ class Utterance:
                 if whole >= 2 * GROUP or (done is not None and whole):
                     chunk = convert_layout(np.asarray(pending[:whole], np.int64), layout, STEP_AUDIO)
                     del pending[:whole]
-                    samples = await asyncio.to_thread(decoder.push, chunk)
+                    samples = await service.off_loop(decoder.push, chunk)
                     if len(samples):
                         yield self._out(samples, pieces)
             if done is None:
                 continue
             if decoder is None:
-                self.speech = await asyncio.to_thread(service.decode, done, self.prompt)
+                self.speech = await service.off_loop(service.decode, done, self.prompt)
                 if len(self.speech.wav):
                     yield self._out(self.speech.wav, [])
                 return
             ids_out = service.audio_ids(done)  # checks the whole utterance's pattern
-            tail = await asyncio.to_thread(decoder.finish)
+            tail = await service.off_loop(decoder.finish)
             if len(tail):
                 yield self._out(tail, pieces)
             wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
