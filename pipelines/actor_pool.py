@@ -15,7 +15,9 @@ Records travel pickled, one bytes object each, so whatever a stage adds (None sc
 variable-length arrays) arrives as it was.
 
 A worker process that dies mid-batch (a segfault, the OOM killer, ``os._exit`` in a native
-library) is restarted by Ray, which sends the batch again. With ``on_death``, a batch that has
+library) is restarted by Ray, which sends the batch again. A worker lost with its node (on a
+cluster) is not waited for: Ray would restart it only where a CPU is free, which on a busy cluster
+is never, so the driver drops it and sends its batches to the workers left (``WATCH_S``). With ``on_death``, a batch that has
 killed a worker before runs one record at a time, and a record that killed its worker
 ``death_retries`` times on its own becomes ``on_death(record, "worker died: ...")`` instead of
 killing workers forever; the other records still come back. For tests,
@@ -42,6 +44,7 @@ from manifests.stage import run_stages
 
 RECORD = "record"
 IN_FLIGHT = 2
+WATCH_S = 5.0  # while no batch returns, the driver looks this often for workers lost with their node
 FAULT_ENV = "STEPFORGE_FAULT"
 
 
@@ -66,6 +69,12 @@ class StageWorker:
         else:
             records = self.guard.run(records, lambda rs: run_stages(self.stages, rs))
         return {RECORD: np.array([pickle.dumps(r) for r in records], dtype=object)}
+
+    def node(self) -> str:
+        """The id of the Ray node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
 
 class DeathLedger:
@@ -95,7 +104,7 @@ class DeathGuard:
     def run(self, records: list[dict], process: Callable[[list[dict]], list[dict]]) -> list[dict]:
         import ray
 
-        key = _key(records)
+        key = batch_key(records)
         if ray.get(self.ledger.begin.remote(key)) == 0:
             self._inject(records, first=True)
             out = process(records)
@@ -107,7 +116,7 @@ class DeathGuard:
     def _alone(self, record: dict, process) -> list[dict]:
         import ray
 
-        key = _key([record])
+        key = "record:" + _key([record])  # not the key of a batch of this one record
         deaths = ray.get(self.ledger.begin.remote(key))
         if deaths >= self.death_retries:
             out = [self.on_death(record, f"worker died: the worker process exited on this record "
@@ -134,6 +143,11 @@ def _faults(spec: str) -> dict[str, str]:
             raise UserError(f"{FAULT_ENV}: bad item {item!r}; expected exit:ID or exit-once:ID")
         out[rid] = mode
     return out
+
+
+def batch_key(records: list[dict]) -> str:
+    """The death ledger's key of a batch."""
+    return "batch:" + _key(records)
 
 
 def _key(records: list[dict]) -> str:
@@ -233,29 +247,60 @@ def map_stages(records: Iterable[dict], build: Callable[..., list], kwargs: dict
     guard = None
     if on_death is not None:
         _faults(os.environ.get(FAULT_ENV, ""))  # a bad value fails here, in one line
-        ledger = ray.remote(num_cpus=0)(DeathLedger).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # beside the driver: a worker node that dies must not take the ledger with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        ledger = ray.remote(num_cpus=0)(DeathLedger).options(scheduling_strategy=here).remote()
         guard = DeathGuard(ledger, on_death, death_retries)
     # a worker process that dies is restarted by Ray, which sends the batches it held again
     actor = ray.remote(StageWorker).options(num_cpus=resources.get("num_cpus", 1),
                                             num_gpus=resources.get("num_gpus", 0),
                                             max_restarts=-1, max_task_retries=-1)
     pool = [actor.remote(build, kwargs, guard) for _ in range(len(first))]
+    nodes = {worker: worker.node.remote() for worker in pool}  # answered once the worker is up
     todo = itertools.chain(first, batches)
-    running: dict = {}  # result ref -> the worker computing it
+    retry: list = []  # batches of workers lost with their node: sent again first
+    running: dict = {}  # result ref -> (the worker computing it, its batch)
 
-    def submit(worker) -> None:
-        batch = next(todo, None)
+    def submit(worker) -> bool:
+        batch = retry.pop() if retry else next(todo, None)
         if batch is not None:
-            running[worker.__call__.remote({RECORD: [pickle.dumps(r) for r in batch]})] = worker
+            running[worker.__call__.remote({RECORD: [pickle.dumps(r) for r in batch]})] = (worker, batch)
+        return batch is not None
+
+    def top_up() -> None:
+        for worker in pool:
+            while sum(w is worker for w, _ in running.values()) < in_flight and submit(worker):
+                pass
 
     try:
-        for _ in range(in_flight):
-            for worker in pool:
-                submit(worker)
+        top_up()
         while running:
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            out = ray.get(ref)
-            submit(running.pop(ref))
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=WATCH_S)
+            if not ready:
+                lost = _lost_with_their_node(nodes)
+                for ref, (worker, batch) in list(running.items()):
+                    if worker in lost:
+                        ray.cancel(ref)
+                        del running[ref]
+                        retry.append(batch)
+                        if guard is not None:  # the node died, not a record: no death to count
+                            guard.ledger.end.remote(batch_key(batch))
+                if lost:
+                    print(f"stepforge: {len(lost)} worker(s) lost with their node; their batches go to the "
+                          f"{len(pool) - len(lost) or 'one new'} left", file=sys.stderr, flush=True)
+                for worker in lost:
+                    ray.kill(worker, no_restart=True)
+                    pool.remove(worker)
+                    del nodes[worker]
+                if lost and not pool:  # a new worker, wherever the cluster has room for it
+                    pool.append(actor.remote(build, kwargs, guard))
+                    nodes[pool[-1]] = pool[-1].node.remote()
+                top_up()
+                continue
+            out = ray.get(ready[0])
+            submit(running.pop(ready[0])[0])
             yield [pickle.loads(b) for b in out[RECORD]]
     except Exception as exc:  # Ray wraps what a worker raised; unwrap it for the user
         raise worker_failure(exc) from None
@@ -264,6 +309,25 @@ def map_stages(records: Iterable[dict], build: Callable[..., list], kwargs: dict
             ray.cancel(ref)
         for worker in pool:
             ray.kill(worker)
+
+
+def _lost_with_their_node(nodes: dict) -> set:
+    """The workers among ``nodes`` (worker -> ref of its node id) whose node Ray marks dead."""
+    import ray
+
+    dead = {n["NodeID"] for n in ray.nodes() if not n.get("Alive", True)}
+    if not dead:
+        return set()
+    known = ray.wait(list(nodes.values()), num_returns=len(nodes), timeout=0)[0]
+    lost = set()
+    for worker, ref in nodes.items():
+        if ref in known:
+            try:
+                if ray.get(ref) in dead:
+                    lost.add(worker)
+            except ray.exceptions.RayError:  # it never answered: it died before it started
+                lost.add(worker)
+    return lost
 
 
 def _batches(records: Iterable[dict], size: int) -> Iterator[list[dict]]:

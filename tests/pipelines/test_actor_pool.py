@@ -11,7 +11,7 @@ import pytest
 
 from manifests.errors import UserError
 from manifests.stage import Stage, combined_resources, run_stages
-from pipelines.actor_pool import RECORD, StageFailed, StageWorker, map_stages
+from pipelines.actor_pool import FAULT_ENV, RECORD, StageFailed, StageWorker, map_stages
 
 
 class AddLength(Stage):
@@ -123,3 +123,19 @@ def test_a_bug_in_a_worker_carries_its_traceback_and_log_folder():
     assert "KeyError: 'missing_column'" in message
     assert "in score" in message  # the worker's frames, not just Ray's
     assert "worker logs: " in message and "logs" in message.rsplit("worker logs: ", 1)[1]
+
+
+def died(record: dict, reason: str) -> dict:
+    return {**record, "died": reason}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_record_that_killed_its_worker_once_comes_back_scored(batch_size, monkeypatch):
+    # the retry of a one-record batch is that record alone: one death, not two
+    monkeypatch.setenv(FAULT_ENV, "exit-once:t2,exit:t4")
+    got = {r["id"]: r for batch in map_stages(RECORDS, two_stages, {}, {"num_cpus": 1}, batch_size=batch_size,
+                                              workers=1, on_death=died) for r in batch}
+    assert sorted(got) == [r["id"] for r in RECORDS]
+    assert "died" not in got["t2"] and got["t2"]["upper"] == "AB" * 3
+    assert got["t4"]["died"].startswith("worker died: ")
+    assert all("died" not in r for i, r in got.items() if i != "t4")
