@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,8 +101,14 @@ def wait_for_commit(proc: subprocess.Popen, latest, deadline_s: float = 1800) ->
         time.sleep(0.02)
 
 
+def shm_buffers() -> set[str]:
+    """DeepSpeed's CPU all-reduce buffers in /dev/shm (one per rank; the recipe removes its name)."""
+    return {p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
 def test_kill_9_mid_training_resumes_the_same_curve(trained, filtered_run, tmp_path):
     ref, _ = trained
+    buffers = shm_buffers()
     out = tmp_path / "cut"
     cmd = [sys.executable, "-m", "pipelines.cli", "distill", str(filtered_run), "--out", str(out),
            "--steps", "16", *map(str, TINY)]
@@ -126,6 +133,7 @@ def test_kill_9_mid_training_resumes_the_same_curve(trained, filtered_run, tmp_p
         assert resumed[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step
     exported = [json.loads((d / "train.json").read_text())["exported"]["step"] for d in (out, ref)]
     assert exported[0] == exported[1]
+    assert shm_buffers() <= buffers  # neither the killed run nor the rerun left its 69 MB behind
 
 
 def test_init_starts_from_a_trained_student(trained, filtered_run, tmp_path, capsys):
