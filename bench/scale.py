@@ -293,6 +293,7 @@ def main() -> None:
         print(json.dumps(one_size(args.one, Path(args.workdir), Path(args.outputs), args.workers, args.batch)))
         return
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.replot:
         saved = json.loads((out / "scale_results.json").read_text())
         meta, results = saved["meta"], saved["results"]
