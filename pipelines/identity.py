@@ -20,6 +20,7 @@ from engine.codec import load_codec
 from engine.spec import write_tasks
 from engine.teachers import make_teacher
 from manifests import RunDir, RunError
+from manifests.atomic import TMP_SUFFIX
 
 VERSIONED = ("numpy", "pyarrow", "ray", "torch", "webdataset", "espeakng-loader")
 
@@ -67,8 +68,14 @@ def claim_run(run: RunDir, tasks: list, identity: dict, check: Callable[[dict], 
             write_tasks(tasks, run.tasks)
         run.write_info({**info, **(refresh or {})})
         return
-    if run.path.exists() and any(p.name != ".lock" for p in run.path.iterdir()):
-        raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
+    if run.path.exists():
+        setup = {".lock", run.tasks.name}  # what a setup writes before run.json, and its temporaries
+        temporaries = [p for p in run.path.iterdir()
+                       if p.name.endswith(TMP_SUFFIX) and any(p.name.startswith(f".{n}.") for n in (*setup, "run.json"))]
+        if any(p.name not in setup and p not in temporaries for p in run.path.iterdir()):
+            raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
+        for p in temporaries:  # a setup killed midway: set up again
+            p.unlink()
     write_tasks(tasks, run.tasks)  # run.json last: its presence means the run is set up
     run.write_info({"stepforge_version": __version__, **identity, **(refresh or {}),
                     "versions": package_versions(), "created_at": utc_now(), "stages": {}})
