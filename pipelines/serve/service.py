@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from engine.codec import load_codec
-from engine.codec.stream import VocoderBatcher, open_stream
+from engine.codec.stream import VocoderBatcher, lower_priority, open_stream
 from engine.instructions import Instruction
 from engine.lm.base import Generation
 from engine.lm.stream import FINISH_CANCELLED, ContinuousBatcher
@@ -47,6 +47,10 @@ from pipelines.evaluate import check_codec, check_student, pick_engine
 from pipelines.serve.voices import Voice, VoiceStore
 
 DEFAULT_VOICE = "default"  # the student's own voice: no clone turn
+# Decode and vocoder threads run this much nicer than the engine's thread, which every stream
+# waits on. bench/serve_load.py at 32 clients, two pairs of runs back to back: 16 -> 22 and
+# 22 -> 27 audio s per wall s (runs of the same code on this 2-core VM differ by up to 25%).
+DECODE_NICE = 5
 
 
 class VoiceNotFound(UserError):
@@ -137,9 +141,9 @@ class SpeechService:
         self.scheduler.step_listeners.append(self._batch)
         self._owns_engine = lm is None
         self.decode_threads = decode_threads or max_batch + len(os.sched_getaffinity(0))
-        self.vocoder = VocoderBatcher()
+        self.vocoder = VocoderBatcher(nice=DECODE_NICE)
         self._decoders = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="stepforge-decode",
-                                            initializer=torch.set_num_threads, initargs=(1,))
+                                            initializer=_decode_thread)
         self.closed = False
 
     def _batch(self, size: int) -> None:
@@ -284,6 +288,11 @@ class SpeechService:
         self.vocoder.close()
         if self._owns_engine:
             self.teacher.close()
+
+
+def _decode_thread() -> None:
+    torch.set_num_threads(1)  # one core each: the threads are the parallelism (SpeechService.off_loop)
+    lower_priority(DECODE_NICE)
 
 
 def last_turn(ids: list[int], header: list[int]) -> int:
