@@ -17,10 +17,10 @@ variable-length arrays) arrives as it was.
 A worker process that dies mid-batch (a segfault, the OOM killer, ``os._exit`` in a native
 library) is restarted by Ray, which sends the batch again. A worker lost with its node (on a
 cluster) is not waited for: Ray would restart it only where a CPU is free, which on a busy cluster
-is never, so the driver drops it and sends its batches to the workers left (``WATCH_S``). With ``on_death``, a batch that has
-killed a worker before runs one record at a time, and a record that killed its worker
-``death_retries`` times on its own becomes ``on_death(record, "worker died: ...")`` instead of
-killing workers forever; the other records still come back. For tests,
+is never, so the driver drops it and sends its batches to the workers left (``WATCH_S``). With
+``on_death``, a batch that has killed a worker before runs one record at a time, and a record
+that killed its worker ``death_retries`` times on its own becomes ``on_death(record, "worker
+died: ...")`` instead of killing workers forever; the other records still come back. For tests,
 ``STEPFORGE_FAULT=exit:ID,exit-once:ID`` makes a guarded worker exit at once on a record whose
 ``id`` is ID (``exit-once``: only on the batch's first try).
 """

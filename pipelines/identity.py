@@ -70,9 +70,10 @@ def claim_run(run: RunDir, tasks: list, identity: dict, check: Callable[[dict], 
         return
     if run.path.exists():
         setup = {".lock", run.tasks.name}  # what a setup writes before run.json, and its temporaries
-        temporaries = [p for p in run.path.iterdir()
-                       if p.name.endswith(TMP_SUFFIX) and any(p.name.startswith(f".{n}.") for n in (*setup, "run.json"))]
-        if any(p.name not in setup and p not in temporaries for p in run.path.iterdir()):
+        found = list(run.path.iterdir())
+        prefixes = (f".{run.tasks.name}.", f".{run.run_json.name}.")
+        temporaries = [p for p in found if p.name.endswith(TMP_SUFFIX) and p.name.startswith(prefixes)]
+        if any(p.name not in setup and p not in temporaries for p in found):
             raise RunError(f"{run.path} exists and is not a stepforge run; refusing to write into it")
         for p in temporaries:  # a setup killed midway: set up again
             p.unlink()

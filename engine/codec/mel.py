@@ -38,7 +38,7 @@ def n_groups(n_samples: int) -> int:
     return -(-int(n_samples) // GROUP_SAMPLES)
 
 
-def _frames(x: np.ndarray, n: int) -> np.ndarray:
+def frame_view(x: np.ndarray, n: int) -> np.ndarray:
     """Strided view ``[n, N_FFT]`` of frames hopping by ``HOP`` (no copy)."""
     return np.lib.stride_tricks.as_strided(x, (n, N_FFT), (HOP * x.strides[0], x.strides[0]), writeable=False)
 
@@ -47,7 +47,7 @@ def stft(wav: np.ndarray) -> np.ndarray:
     """Centered STFT, one frame per hop: ``[samples] -> complex64 [frames, n_fft // 2 + 1]``."""
     pad = N_FFT // 2
     x = np.pad(np.asarray(wav, np.float32), (pad, pad))
-    frames = _frames(x, 1 + (len(x) - N_FFT) // HOP)
+    frames = frame_view(x, 1 + (len(x) - N_FFT) // HOP)
     return scipy.fft.rfft(frames * window(), axis=1).astype(np.complex64, copy=False)
 
 

@@ -30,6 +30,7 @@ import os
 import queue
 import sys
 import threading
+from collections import deque
 from concurrent.futures import Future
 
 import numpy as np
@@ -50,9 +51,7 @@ def open_stream(codec, decode=None, vocoder=None):
     ``vocoder`` when given) where it has one, else a :class:`WholeDecoder` (audio only at the end)
     calling ``decode(ids)`` (default ``codec.detokenize``, e.g. a decode in the request's voice)."""
     make = getattr(codec, "stream_decoder", None)
-    if make is None:
-        return WholeDecoder(decode or codec.detokenize)
-    return make(vocoder=vocoder) if vocoder is not None else make()
+    return make(vocoder=vocoder) if make is not None else WholeDecoder(decode or codec.detokenize)
 
 
 def lower_priority(nice: int) -> None:
@@ -82,7 +81,7 @@ class VocoderBatcher:
         if max_frames < 1 or threads < 1:
             raise ValueError(f"max_frames and threads must be >= 1, got {max_frames} and {threads}")
         self.max_frames, self.nice = max_frames, nice
-        self.batch_sizes: list[int] = []  # blocks per batch, the last 1000 (for a bench)
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # blocks per batch, the last 1000 (for a bench)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()  # nothing is queued behind the closing sentinel
@@ -129,7 +128,7 @@ class VocoderBatcher:
                     break
                 jobs.append(job)
                 frames += len(job[0])
-            self.batch_sizes = [*self.batch_sizes[-999:], len(jobs)]
+            self.batch_sizes.append(len(jobs))
             for n_iter in sorted({job[3] for job in jobs}):
                 group = [job for job in jobs if job[3] == n_iter]
                 try:

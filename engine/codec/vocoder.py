@@ -82,9 +82,7 @@ def griffin_lim_many(jobs: list[tuple[np.ndarray, np.ndarray, int]], n_iter: int
         return signal
 
     def analyse(signal: np.ndarray) -> np.ndarray:
-        frames = np.lib.stride_tricks.as_strided(signal, (total, mel.N_FFT), (hop * signal.strides[0], signal.strides[0]),
-                                                 writeable=False)
-        return scipy.fft.rfft(frames * window, axis=1).astype(np.complex64, copy=False)
+        return scipy.fft.rfft(mel.frame_view(signal, total) * window, axis=1).astype(np.complex64, copy=False)
 
     # The fast Griffin-Lim update with the magnitudes folded in: spec = |X| * acc / |acc| in one
     # complex-by-real product per iteration (a complex division costs five times that).
