@@ -28,6 +28,10 @@ def dnsmos():
 def test_windows_repeat_short_clips_and_hop_one_second():
     assert windows(np.ones(16000, np.float32)).shape == (7, 144160)  # 1 s repeated to 16 s
     assert windows(np.ones(16000 * 11, np.float32)).shape == (2, 144160)
+    # the DNS Challenge scorer counts int(floor(seconds) - 9.01) + 1 windows: 3.3 s is repeated to
+    # 13.2 s, which gives 4 (not the 5 that would fit in 13.2 s)
+    assert windows(np.ones(int(3.3 * 16000), np.float32)).shape == (4, 144160)
+    assert windows(np.ones(int(9.5 * 16000), np.float32)).shape == (1, 144160)
 
 
 def test_speech_scores_above_noise_and_silence(dnsmos):
