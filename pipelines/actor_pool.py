@@ -77,6 +77,24 @@ class StageWorker:
         return ray.get_runtime_context().get_node_id()
 
 
+HEAD_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
+
+
+def _ledger_place() -> dict:
+    """Where the death ledger runs: on the head node, whose loss ends the cluster anyway, so a
+    worker node that dies cannot take the ledger with it. (Not "beside the driver": a driver on a
+    machine with two raylets, or one started on a worker node, is attached to a worker node.)
+    Without the head marker (other Ray versions), beside the driver. The ledger is also restarted
+    if it is lost all the same; it then starts counting afresh."""
+    import ray
+
+    if HEAD_RESOURCE in ray.cluster_resources():
+        return {"resources": {HEAD_RESOURCE: 0.001}}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
+
+
 class DeathLedger:
     """Counts, per batch or record key, the tries that began and never ended: each one is a
     worker that died on it. Runs as one small Ray actor beside the pool."""
@@ -247,11 +265,8 @@ def map_stages(records: Iterable[dict], build: Callable[..., list], kwargs: dict
     guard = None
     if on_death is not None:
         _faults(os.environ.get(FAULT_ENV, ""))  # a bad value fails here, in one line
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        # beside the driver: a worker node that dies must not take the ledger with it
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        ledger = ray.remote(num_cpus=0)(DeathLedger).options(scheduling_strategy=here).remote()
+        ledger = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DeathLedger).options(
+            **_ledger_place()).remote()
         guard = DeathGuard(ledger, on_death, death_retries)
     # a worker process that dies is restarted by Ray, which sends the batches it held again
     actor = ray.remote(StageWorker).options(num_cpus=resources.get("num_cpus", 1),
