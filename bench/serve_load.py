@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -44,6 +45,25 @@ def tiny_student(root: Path) -> Path:
     from engine.models import build_student, export
 
     return export(build_student("step1", "tiny", seed=0, num_hidden_layers=2), root / "student")
+
+
+def preset_student(root: Path, preset: str, overrides: list[str]) -> Path:
+    """A random Step1 of ``preset`` (``tts-3b``: the released TTS-3B's shape, 74752-id vocabulary)
+    in bf16, with the tests' tiny SentencePiece tokenizer in the Step tokenizer's id layout."""
+    import torch
+
+    from engine.models import build_student, export
+    from tests.engine.stepaudio.tiny_tts3b import TOKENIZER_CONFIG, train_tokenizer
+
+    dims = {k: int(v) for k, v in (o.split("=", 1) for o in overrides)}
+    start = time.perf_counter()
+    model = build_student("step1", preset, seed=0, **dims).to(torch.bfloat16)
+    out = export(model, root / "student")
+    train_tokenizer(out / "tokenizer.model")
+    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
+    print(f"student: random {preset} Step1, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters, "
+          f"bf16, written in {time.perf_counter() - start:.0f} s")
+    return out
 
 
 def start_server(student: Path, port: int, args) -> subprocess.Popen:
@@ -155,9 +175,20 @@ def decode_difference() -> dict:
     return {"rows": rows, "stream_over_whole_cpu": stream_s / whole_s}
 
 
+def write_json(args, results: list[dict]) -> None:
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "levels": results}, indent=1))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", default=None)
+    p.add_argument("--preset", default=None, help="serve a random Step1 of this preset (e.g. tts-3b, on a GPU)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=INT",
+                   help="change a dimension of --preset (a smaller model to try the bench)")
+    p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--levels", default="1,8,32")
     p.add_argument("--max-seconds", type=float, default=3.0)
@@ -168,13 +199,22 @@ def main(argv=None) -> int:
     levels = [int(x) for x in args.levels.split(",")]
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
-        student = Path(args.student) if args.student else tiny_student(Path(tmp))
+        if args.student:
+            student = Path(args.student)
+        elif args.preset:
+            student = preset_student(Path(tmp), args.preset, args.override)
+        else:
+            student = tiny_student(Path(tmp))
         port = free_port()
         server = start_server(student, port, args)
         url = f"http://127.0.0.1:{port}/v1/audio/speech"
         try:
             asyncio.run(level(url, 2, 2, args.format, server.pid))  # warm-up: first-use costs out of the way
-            results = [asyncio.run(level(url, c, args.requests, args.format, server.pid)) for c in levels]
+            results = []
+            for c in levels:
+                results.append(asyncio.run(level(url, c, args.requests, args.format, server.pid)))
+                if args.json:  # what is measured so far, should a later level overrun a time limit
+                    write_json(args, results)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
