@@ -11,6 +11,16 @@
 #                                           # at its deadline with its best held-out export so far
 #
 # Each part has its own time limit, so one that fails or overruns leaves the others their time.
+#
+# .whl/ is not in git. Make it here with the venv's versions (`pip show NAME`) of each package:
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#       --platform manylinux2014_x86_64 --platform any -d .whl hjson pydantic pydantic_core annotated-types \
+#       typing-inspection typing_extensions fastapi starlette uvicorn python-multipart jiwer rapidfuzz soundfile \
+#       cffi pycparser soxr sniffio email-validator pydantic-extra-types dnspython annotated-doc librosa pooch \
+#       platformdirs decorator audioread          # each as NAME==VERSION
+#   DS_BUILD_OPS=0 .venv/bin/python -m pip wheel --no-deps --no-build-isolation deepspeed==0.19.8 -w .whl
+# (deepspeed is published as source only; the GPU machine has torch, numpy, httpx, sentencepiece and the rest.)
 set -u
 MODE=${1:-full}
 OUT=${2:-${OUT:-/tmp/device_out}}
