@@ -5,8 +5,9 @@ needs only the ids, so ``pack`` writes a tokens-only copy of the run: the same r
 rows, verdicts and lineage, its shards holding each sample's ``json``, ``tokens.npy`` (and
 ``topk.npz`` where the teacher gave one), so ``stepforge distill`` trains on it unchanged.
 ``variants`` writes one distill YAML per student to try, from a pipeline's resolved distill
-section. On the GPU machine ``train`` runs ``stepforge distill`` for each within a time budget (a
-short probe run times a step first, and the steps are cut to fit) and writes each student, without
+section. On the GPU machine ``train`` runs ``stepforge distill`` for each within a time budget (the
+step time from ``--timings`` or a short probe run; the steps are cut to fit, and with ``--deadline``
+a run still going is stopped and its best held-out export kept) and writes each student, without
 its checkpoints and with its weights in bf16, as tar parts of at most 15 MiB. Back here
 ``unpack`` joins the parts into student dirs (weights back in float32) for ``stepforge eval``.
 
@@ -81,18 +82,13 @@ def pack(run: Path, dest: Path) -> None:
 
 
 def variants(pipeline: Path, dest: Path) -> None:
+    from distill.config import resolve
     from pipelines.pipeline_config import load_pipeline
 
     base = load_pipeline(pipeline).distill
     dest.mkdir(parents=True, exist_ok=True)
     for name, (sections, share) in VARIANTS.items():
-        cfg = json.loads(json.dumps(base))
-        for section, values in sections.items():
-            for key, value in values.items():
-                if isinstance(value, dict):
-                    cfg[section][key] = {**cfg[section].get(key, {}), **value}
-                else:
-                    cfg[section][key] = value
+        cfg = resolve([base, sections])  # merged and validated as a distill YAML's layers are
         cfg["budget_share"] = share
         (dest / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         print(f"variants: {dest / name}.yaml")
@@ -113,7 +109,7 @@ def distill(run: Path, config: Path, out: Path, steps: int, log, *extra: str, de
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-        log.write(f"stopped at the deadline\n")
+        log.write("stopped at the deadline\n")
         return -15
 
 
@@ -144,6 +140,8 @@ def train(run: Path, folder: Path, out: Path, budget: float, scratch: Path, min_
     """Each variant: a probe of PROBE_STEPS steps (kept in ``scratch``, so a second call on the
     same machine skips it) gives the step time and the startup cost; then the real run gets the
     steps its share of ``budget`` allows (at most its ``train.steps``)."""
+    from manifests import RunDir
+
     summary = {}
     t0 = time.monotonic()
     log = open(out / "distill.log", "a")
@@ -189,7 +187,7 @@ def train(run: Path, folder: Path, out: Path, budget: float, scratch: Path, min_
             if entry["rc"] == 0:
                 info = json.loads((student / "train.json").read_text())
             elif entry["rc"] == -15:
-                info = stopped_student(student, json.loads((run / "run.json").read_text()).get("codec"))
+                info = stopped_student(student, RunDir(run).info().get("codec"))
             if info is not None:
                 entry.update({k: info.get(k) for k in ("status", "step", "wall_s", "parameters", "train_rows",
                                                         "heldout_rows", "exported", "last", "logged_steps")})
@@ -209,7 +207,7 @@ def write_parts(student: Path, out: Path, name: str) -> list[str]:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path in sorted(student.rglob("*")):
             rel = path.relative_to(student)
-            if not path.is_file() or rel.parts[0] in ("checkpoints", "logs") and rel.name != "metrics.jsonl":
+            if not path.is_file() or (rel.parts[0] in ("checkpoints", "logs") and rel.name != "metrics.jsonl"):
                 continue
             if path.suffix == ".safetensors":
                 state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in load_file(path).items()}

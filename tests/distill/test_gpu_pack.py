@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench import gpu_distill
-from distill.data import Corpus, SequenceBuilder
+from distill.data import Corpus, SequenceBuilder, load_sample
 from distill.preflight import student_text
 from engine.models import build_student, export, load_student
 from manifests import RunDir
@@ -19,8 +19,6 @@ from manifests import RunDir
 def sequences(run, config):
     tokenizer, layout = student_text(config, None)
     corpus = Corpus.load([run], SequenceBuilder(layout, tokenizer))
-    from distill.data import load_sample
-
     # keys are RUN_NAME/task: compare by task
     return {r.key.split("/", 1)[1]: corpus.builder.build(r, load_sample(r)).input_ids for r in corpus.rows}, corpus
 
