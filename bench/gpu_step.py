@@ -14,6 +14,7 @@ It writes ``timings`` that ``bench.gpu_distill train --timings`` plans the steps
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -23,7 +24,6 @@ import yaml
 
 
 def packs(cfg: dict, run: str, share: bool, max_tokens: int, n: int):
-    from distill.data import PackPlan
     from distill.preflight import build_data, student_text
     from distill.recipe import build_student
 
@@ -31,14 +31,8 @@ def packs(cfg: dict, run: str, share: bool, max_tokens: int, n: int):
     cfg["data"].update(share_prefix=share, max_tokens=max_tokens)
     student = build_student(cfg)
     tokenizer, layout = student_text(student.config, None)
-    train, _, plan = build_data(cfg, [run], tokenizer, layout, 1)
-    plan = PackPlan(train, max_tokens, 0, share_prefix=share)
-    batches = []
-    for batch in plan.batches(0):
-        batches.append(batch)
-        if len(batches) == n:
-            break
-    return student, tokenizer, layout, batches
+    _, _, plan = build_data(cfg, [run], tokenizer, layout, 1)  # the packs training would take first
+    return student, tokenizer, layout, list(itertools.islice(plan.batches(0), n))
 
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a dry run of the script
