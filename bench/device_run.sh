@@ -22,7 +22,8 @@
 #   DS_BUILD_OPS=0 .venv/bin/python -m pip wheel --no-deps --no-build-isolation deepspeed==0.19.8 -w .whl
 # (deepspeed is published as source only; the GPU machine has torch, numpy, httpx, sentencepiece and the rest.)
 set -u
-MODE=${1:-full}
+MODE=${1:-}
+case "$MODE" in check|distill) ;; *) echo "usage: bash bench/device_run.sh check|distill [OUT]" >&2; exit 2;; esac
 OUT=${2:-${OUT:-/tmp/device_out}}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -40,7 +41,7 @@ if [ "$MODE" = check ]; then
     timeout 120 python3 -m bench.serve_load --preset tts-3b --requests 32 --levels 1,8,32 --max-seconds 1 \
         --skip-decode --json "$OUT/serve_3b.json"
     echo "serve_load: rc $? after $(( $(date +%s) - start )) s"
-else
+else  # distill
     # steps planned from the timings; stopped at the deadline with its best held-out export so far
     timeout "${DISTILL_TIMEOUT:-270}" python3 -m bench.gpu_distill train /dev/shm/gpu/en_basic /dev/shm/gpu/variants \
         --out "$OUT" --budget "${DISTILL_BUDGET:-230}" --deadline "${DISTILL_DEADLINE:-230}" \
