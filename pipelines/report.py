@@ -28,7 +28,9 @@ from manifests.atomic import atomic_path
 from manifests.errors import UserError
 from pipelines.eval_stats import fmt_ci
 from pipelines.filter_job import load_config
-from pipelines.report_plots import bar_chart, duration_plot, heatmap, histograms, training_curve
+from pipelines.report_compare import HEADER as COMPARE_HEADER
+from pipelines.report_compare import comparison_rows, curves, gather
+from pipelines.report_plots import bar_chart, duration_plot, heatmap, heldout_curves, histograms, training_curve
 
 CELL_DIMS = ("emotion", "dialect", "style", "speed", "lang")
 SAMPLES_PER_SIDE = 2   # accepted and rejected utterances per cell
@@ -73,8 +75,10 @@ def read_json(path: Path) -> dict | None:
 class Report:
     """Collects a run's data and writes the page; :func:`write_report` is the entry point."""
 
-    def __init__(self, run: RunDir, student: Path | None, eval_json: Path | None, out: Path):
+    def __init__(self, run: RunDir, student: Path | None, eval_json: Path | None, out: Path,
+                 compare: list[Path] = ()):
         self.run, self.info = run, run.info()
+        self.compare = list(compare)
         self.rows = [r for r in run.current_table().to_pylist()]
         self.filtered = [r for r in self.rows if r["accepted"] is not None]
         self.student, self.eval = student, read_json(eval_json) if eval_json else None
@@ -244,6 +248,18 @@ class Report:
         self.add("Student vs teacher", table(["language", "", "n", "CER", "WER", "SS", "accepted"], rows, left=2)
                  + f'<p class="note">{esc(note)}</p>' + stats_table(self.eval.get("stats")))
 
+    def students_compared(self) -> None:
+        students, evals = gather(self.run.path, self.compare)
+        rows = comparison_rows(students, evals)
+        if len(rows) < 2:
+            return  # one student with one eval: the sections above say it all
+        series = curves(students)
+        body = self.image("students_heldout.png", heldout_curves(series), "held-out loss per student") if series else ""
+        note = ("The run's kept students (students/NNN, oldest first), its current student and what --compare "
+                "named; each eval sits beside the student whose weights it scored. A continued student counts "
+                "its steps from scratch (the init's steps + its own). Mean [95% CI] over prompts.")
+        self.add("Students compared", body + table(COMPARE_HEADER, rows, left=1) + f'<p class="note">{esc(note)}</p>')
+
     def audio(self) -> None:
         a, b = self.dims
         cells = defaultdict(lambda: {True: [], False: [], None: []})
@@ -286,6 +302,7 @@ class Report:
         self.throughput()
         self.training()
         self.student_vs_teacher()
+        self.students_compared()
         self.audio()
         name = self.run.path.resolve().name
         return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>stepforge run '
@@ -386,13 +403,16 @@ def find_eval(run: Path, student: Path | None, given: str | None) -> Path | None
     return None
 
 
-def write_report(run: str | Path, student: str | Path | None = None, eval_dir: str | Path | None = None) -> Path:
+def write_report(run: str | Path, student: str | Path | None = None, eval_dir: str | Path | None = None,
+                 compare: list[str | Path] = ()) -> Path:
     """Write RUN/report.html and its assets under RUN/report/; returns the page's path.
 
     Args:
         run: the run directory (a RunError when it is not one).
         student: a student dir for the training curve (default RUN/student when it exists).
         eval_dir: an eval dir or eval.json (default RUN/eval, then STUDENT/eval.json).
+        compare: more student dirs and eval dirs for the students-compared table
+            (:mod:`pipelines.report_compare`; the run's own students are always in it).
     """
     rundir = RunDir(run)
     rundir.info()
@@ -410,7 +430,7 @@ def write_report(run: str | Path, student: str | Path | None = None, eval_dir: s
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     try:
-        page = Report(rundir, student_path, eval_json, building).build()
+        page = Report(rundir, student_path, eval_json, building, [Path(p) for p in compare]).build()
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -117,3 +117,15 @@ def training_curve(train: list[tuple], heldout: list[tuple]) -> bytes:
     ax.set_ylabel("loss")
     ax.legend()
     return _png(plt, fig)
+
+
+def heldout_curves(series: dict[str, list[tuple]]) -> bytes:
+    """Held-out loss against the step from scratch, one line per student ({label: [(step, loss)]})."""
+    plt, fig = _figure(7, 3.4)
+    ax = fig.add_subplot()
+    for label, points in series.items():
+        ax.plot(*zip(*points), "o-", markersize=3, label=label)
+    ax.set_xlabel("step (from scratch)")
+    ax.set_ylabel("held-out loss")
+    ax.legend(fontsize=8)
+    return _png(plt, fig)

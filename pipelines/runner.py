@@ -36,6 +36,7 @@ import yaml
 from engine import __version__
 from engine.spec import GenerationSpec, read_tasks, write_tasks
 from manifests import RunDir, RunError
+from manifests.atomic import atomic_path
 from pipelines.eval_lists import split_list_spec
 from pipelines.filter_job import filter_run
 from pipelines.identity import claim_run, identify, package_versions, utc_now
@@ -390,6 +391,8 @@ class Eval:
                                   progress=ctx.progress, ray_address=ctx.ray_address,
                                   codec=e.get("codec", ctx.pipeline.synthesize["codec"]),
                                   samples=e.get("samples", 1), teacher=_eval_teacher(ctx), lists=e.get("lists"))
+        with atomic_path(ctx.student / "eval.json") as tmp:  # kept with the student in RUN/students/NNN
+            shutil.copyfile(out / "eval.json", tmp)
         lists = {name: {k: v for k, v in block.items() if k in ("cer", "wer", "ss", "normalisation")}
                  for name, block in report["lists"].items()}
         return {"prompts": report["n_prompts"], "aggregate": report["aggregate"]["all"],

@@ -13,10 +13,12 @@ def register(sub) -> None:
     p.add_argument("--eval", dest="eval_dir",
                    help="eval dir or eval.json for the student-vs-teacher table (default: RUN/eval, then "
                         "STUDENT/eval.json)")
+    p.add_argument("--compare", action="append", default=[], metavar="STUDENT|EVAL",
+                   help="another student dir or eval dir to compare with the run's students (repeatable)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
-    path = write_report(args.run, student=args.student, eval_dir=args.eval_dir)
+    path = write_report(args.run, student=args.student, eval_dir=args.eval_dir, compare=args.compare)
     print(f"report: {path}")
     return 0

@@ -175,3 +175,65 @@ def test_reject_reasons_group_without_figures_and_audio_cells_spread():
     cells = spread([(e, d) for e in "abc" for d in "xyz"], 3)
     assert {c[0] for c in cells} == set("abc") and {c[1] for c in cells} == set("xyz")
     assert len(spread([(e, d) for e in "abcdefg" for d in range(8)], 12)) == 12
+
+
+def fake_student(folder: Path, step: int, init: Path | None, losses: list[float], weights: bytes) -> str:
+    """A student dir as distill leaves it (config, weights, train.json, held-out curve); returns
+    its fingerprint."""
+    from manifests.digest import model_dir_fingerprint
+
+    (folder / "logs").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "step1", "hidden_size": 8}))
+    (folder / "model.safetensors").write_bytes(weights)
+    every = step // len(losses)
+    lines = [{"step": every * (k + 1), "eval_loss": loss} for k, loss in enumerate(losses)]
+    (folder / "logs" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    (folder / "train.json").write_text(json.dumps(
+        {"status": "done", "step": step, "train_rows": 10 * step, "parameters": 1234,
+         "init": str(init.resolve()) if init else None}))
+    return model_dir_fingerprint(folder)
+
+
+def fake_eval(fingerprint: str, wer: float, temperature: float) -> dict:
+    side = {"n": 4, "mean_cer": wer, "mean_wer": wer, "mean_ss": 0.8, "accept_rate": 0.5}
+    ci = {"wer": {"n": 4, "student": {"mean": wer, "ci": [wer - 0.1, wer + 0.1]},
+                  "teacher": {"mean": 0.2, "ci": [0.1, 0.3]}, "ratio": {"value": wer / 0.2, "ci": [1.0, 9.0]}}}
+    return {"student": "somewhere/student", "student_fingerprint": fingerprint, "prompts_hash": "p1", "samples": 3,
+            "n_prompts": 4, "sampling": {"temperature": temperature}, "created_at": f"t{temperature}",
+            "aggregate": {"all": {"student": side}}, "stats": ci}
+
+
+def test_report_compares_kept_students_and_their_evals(filtered_run, tmp_path, capsys):
+    from pipelines.report_compare import comparison_rows, curves, gather
+
+    run = copy_run(filtered_run, tmp_path / "run")
+    first = fake_student(run / "students" / "000", 30, None, [5.0, 4.0, 3.5], b"one")
+    current = fake_student(run / "student", 20, run / "students" / "000", [3.2, 3.0], b"two")
+    (run / "students" / "000" / "eval.json").write_text(json.dumps(fake_eval(first, 0.7, 0.3)))
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text(json.dumps(fake_eval(current, 0.5, 0.3)))
+    other = fake_student(tmp_path / "gpu", 40, None, [4.0, 3.1], b"three")
+    (tmp_path / "greedy").mkdir()
+    (tmp_path / "greedy" / "eval.json").write_text(json.dumps(fake_eval(current, 0.45, 0.0)))
+    (tmp_path / "lost").mkdir()
+    (tmp_path / "lost" / "eval.json").write_text(json.dumps(fake_eval("0" * 12, 0.9, 0.3)))
+
+    students, evals = gather(run, [tmp_path / "gpu", tmp_path / "greedy", tmp_path / "lost"])
+    assert [s.label for s in students] == ["000", "student", str(tmp_path / "gpu")]
+    assert [s.offset for s in students] == [0, 30, 0]  # the continued student counts from scratch
+    assert [len(s.evals) for s in students] == [1, 2, 0] and len(evals) == 4
+    assert curves(students)["student"] == [(40, 3.2), (50, 3.0)]
+    rows = comparison_rows(students, evals)
+    assert [r[0] for r in rows] == ["000", "student", "student", str(tmp_path / "gpu"), "somewhere/student (eval only)"]
+    assert rows[1][3] == "30 + 20" and rows[1][4] == "3.000 (50)" and rows[0][4] == "3.500 (30)"
+    assert [r[6] for r in rows[:3]] == [0.3, 0.3, 0.0]
+    assert rows[2][7] == "0.450 [0.350, 0.550]" and rows[1][9] == "2.500 [1.000, 9.000]"
+    assert rows[3][5:] == ["-"] * 7
+
+    code, _, _ = in_process(capsys, "report", run, "--compare", tmp_path / "gpu", "--compare", tmp_path / "greedy")
+    assert code == 0
+    page = Page((run / "report.html").read_text())
+    check_files(run, page)
+    assert "Students compared" in page.headings and "report/students_heldout.png" in page.images
+    code, out, err = in_process(capsys, "report", run, "--compare", tmp_path / "nothing")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--compare" in err

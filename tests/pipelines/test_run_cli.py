@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from manifests import RunDir
+from manifests.digest import model_dir_fingerprint
 from pipelines.cli import main as cli_main
 from tests.conftest import CONFIGS, REPO, cli_env, stepforge
 
@@ -133,6 +134,13 @@ def test_grown_text_file_adds_only_new_tasks_and_continues_the_student(piped):
     train = json.loads((run / "student" / "train.json").read_text())
     assert train["init"] == str((run / "students" / "000").resolve())
     assert json.loads((run / "students" / "000" / "train.json").read_text()) == old_step_student
+    kept_eval = json.loads((run / "students" / "000" / "eval.json").read_text())  # the old student's eval went with it
+    assert kept_eval["student_fingerprint"] == model_dir_fingerprint(run / "students" / "000")
+    new_eval = json.loads((run / "student" / "eval.json").read_text())
+    assert new_eval == json.loads((run / "eval" / "eval.json").read_text())
+    assert new_eval["student_fingerprint"] == model_dir_fingerprint(run / "student")
+    html = (run / "report.html").read_text()  # both students, each beside its eval, on one curve axis
+    assert "Students compared" in html and (run / "report" / "students_heldout.png").is_file()
     info = json.loads((run / "run.json").read_text())
     assert info["growth"][-1]["new_tasks"] == len(MORE) and info["spec_hash"].startswith("grown:")
     assert cli_main(["run", str(pipeline), "--out", str(run), "--no-progress"]) == 0
