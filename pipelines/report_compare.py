@@ -153,8 +153,12 @@ def eval_cells(data: dict | None) -> list[str]:
         return "-" if fallback is None else (f"{fallback:.0%}" if name == "accepted" else f"{fallback:.3f}")
 
     temperature = (data.get("sampling") or {}).get("temperature")
+    # without a teacher voicing the prompts in the eval, the teacher side is its (filtered) corpus rows
+    corpus = "" if stats.get("teacher_side", "teacher_eval") == "teacher_eval" else " (corpus rows)"
+    teacher, ratio = metric("wer", "teacher"), metric("wer", "ratio")
     return [f"{data.get('n_prompts', '-')} x {data.get('samples', 1)}", "-" if temperature is None else temperature,
-            metric("wer", "student", student.get("mean_wer")), metric("wer", "teacher"), metric("wer", "ratio"),
+            metric("wer", "student", student.get("mean_wer")),
+            teacher + corpus if teacher != "-" else teacher, ratio + corpus if ratio != "-" else ratio,
             metric("ss", "student", student.get("mean_ss")), metric("accepted", "student", student.get("accept_rate"))]
 
 

@@ -194,10 +194,11 @@ def fake_student(folder: Path, step: int, init: Path | None, losses: list[float]
     return model_dir_fingerprint(folder)
 
 
-def fake_eval(fingerprint: str, wer: float, temperature: float) -> dict:
+def fake_eval(fingerprint: str, wer: float, temperature: float, teacher_side: str = "teacher_eval") -> dict:
     side = {"n": 4, "mean_cer": wer, "mean_wer": wer, "mean_ss": 0.8, "accept_rate": 0.5}
     ci = {"wer": {"n": 4, "student": {"mean": wer, "ci": [wer - 0.1, wer + 0.1]},
-                  "teacher": {"mean": 0.2, "ci": [0.1, 0.3]}, "ratio": {"value": wer / 0.2, "ci": [1.0, 9.0]}}}
+                  "teacher": {"mean": 0.2, "ci": [0.1, 0.3]}, "ratio": {"value": wer / 0.2, "ci": [1.0, 9.0]}},
+          "teacher_side": teacher_side}
     return {"student": "somewhere/student", "student_fingerprint": fingerprint, "prompts_hash": "p1", "samples": 3,
             "n_prompts": 4, "sampling": {"temperature": temperature}, "created_at": f"t{temperature}",
             "aggregate": {"all": {"student": side}}, "stats": ci}
@@ -214,7 +215,7 @@ def test_report_compares_kept_students_and_their_evals(filtered_run, tmp_path, c
     (run / "eval" / "eval.json").write_text(json.dumps(fake_eval(current, 0.5, 0.3)))
     other = fake_student(tmp_path / "gpu", 40, None, [4.0, 3.1], b"three")
     (tmp_path / "greedy").mkdir()
-    (tmp_path / "greedy" / "eval.json").write_text(json.dumps(fake_eval(current, 0.45, 0.0)))
+    (tmp_path / "greedy" / "eval.json").write_text(json.dumps(fake_eval(current, 0.45, 0.0, "teacher")))
     (tmp_path / "lost").mkdir()
     (tmp_path / "lost" / "eval.json").write_text(json.dumps(fake_eval("0" * 12, 0.9, 0.3)))
 
@@ -228,6 +229,7 @@ def test_report_compares_kept_students_and_their_evals(filtered_run, tmp_path, c
     assert rows[1][3] == "30 + 20" and rows[1][4] == "3.000 (50)" and rows[0][4] == "3.500 (30)"
     assert [r[6] for r in rows[:3]] == [0.3, 0.3, 0.0]
     assert rows[2][7] == "0.450 [0.350, 0.550]" and rows[1][9] == "2.500 [1.000, 9.000]"
+    assert rows[2][8] == "0.200 [0.100, 0.300] (corpus rows)"  # no teacher in that eval: not the same denominator
     assert rows[3][5:] == ["-"] * 7
 
     code, _, _ = in_process(capsys, "report", run, "--compare", tmp_path / "gpu", "--compare", tmp_path / "greedy")
