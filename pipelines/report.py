@@ -250,9 +250,9 @@ class Report:
 
     def students_compared(self) -> None:
         students, evals = gather(self.run.path, self.compare)
+        if len(students) < 2 and not self.compare:
+            return  # the run's one student: the training curve and student-vs-teacher sections say it all
         rows = comparison_rows(students, evals)
-        if len(rows) < 2:
-            return  # one student with one eval: the sections above say it all
         series = curves(students)
         body = self.image("students_heldout.png", heldout_curves(series), "held-out loss per student") if series else ""
         note = ("The run's kept students (students/NNN, oldest first), its current student and what --compare "
