@@ -29,7 +29,7 @@ from manifests.errors import UserError
 from pipelines.eval_stats import fmt_ci
 from pipelines.filter_job import load_config
 from pipelines.report_compare import HEADER as COMPARE_HEADER
-from pipelines.report_compare import comparison_rows, curves, gather
+from pipelines.report_compare import comparison_rows, curves, gather, read_json, read_metrics
 from pipelines.report_plots import bar_chart, duration_plot, heatmap, heldout_curves, histograms, training_curve
 
 CELL_DIMS = ("emotion", "dialect", "style", "speed", "lang")
@@ -63,13 +63,6 @@ def table(header: list | None, rows: list[list], left: int = 1) -> str:
     head = f"<tr>{cells(header, 'th')}</tr>" if header else ""
     body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows)
     return f"<table>{head}{body}</table>"
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 class Report:
@@ -330,20 +323,6 @@ def reason_kind(reason: str | None) -> str:
     head = reason.split(":")[0] if ":" in reason else reason
     head = re.sub(r"^(\w+) [-\d.]+ ([<>]=?) ", r"\1 \2 ", head)
     return re.sub(r"(?<![<>=] )(?<![\w.])\d+(\.\d+)?(?![\w.])", "N", head).strip()  # the threshold stays, other figures go
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The JSON lines of a student's logs/metrics.jsonl (a torn last line is skipped)."""
-    out = []
-    try:
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    except OSError:
-        pass
-    return [m for m in out if isinstance(m, dict) and "step" in m]
 
 
 def stats_table(stats: dict | None) -> str:

@@ -51,21 +51,24 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def heldout_curve(student: Path) -> list[tuple[int, float]]:
-    """(step, held-out loss) of ``STUDENT/logs/metrics.jsonl``; unreadable lines are skipped."""
-    points = []
+def read_metrics(path: Path) -> list[dict]:
+    """The JSON lines of a student's logs/metrics.jsonl (a torn last line is skipped)."""
+    out = []
     try:
-        lines = (student / "logs" / "metrics.jsonl").read_text().splitlines()
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     except OSError:
-        return points
-    for line in lines:
-        try:
-            m = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(m, dict) and "step" in m and "eval_loss" in m:
-            points.append((int(m["step"]), float(m["eval_loss"])))
-    return points
+        pass
+    return [m for m in out if isinstance(m, dict) and "step" in m]
+
+
+def heldout_curve(student: Path) -> list[tuple[int, float]]:
+    """(step, held-out loss) of ``STUDENT/logs/metrics.jsonl``."""
+    return [(int(m["step"]), float(m["eval_loss"])) for m in read_metrics(student / "logs" / "metrics.jsonl")
+            if "eval_loss" in m]
 
 
 def run_students(run: Path) -> list[Path]:
