@@ -1,7 +1,7 @@
 """Filter job throughput vs the plain seed-tts-eval loop, same models, one process.
 
     python -m bench.filter_throughput [--run RUN] [--tasks 48]
-    python -m bench.filter_throughput --chains [--score-all] [--run RUN] [--tasks 48]
+    python -m bench.filter_throughput --chains [--score-all] [--run RUN] [--tasks 48] [--dnsmos-windows 2]
 
 Without --run it synthesizes an English reference-teacher run of --tasks utterances first.
 Candidate: the filter job (Ray actor pool, batched/packed tiny.en, batched resemblyzer, cheap
@@ -11,10 +11,12 @@ loading the models; Ray is started before either. Prints audio seconds scored pe
 
 ``--chains``: the cost of the newer checks, in one process on the same decoded rows of a mixed
 run (en + zh, emotions, speeds, rap, humming): the previous chain (quality, CER, speaker
-similarity) vs + DNSMOS vs + instruction adherence (and DNSMOS), models loaded before timing,
-thresholds from the run's spec, a row rejected early skipped by the later filters as in the job
-(``--score-all``: every row through every filter, as eval scores). Prints rows/s and the ratio to
-the previous chain.
+similarity) vs + DNSMOS vs + instruction adherence (and DNSMOS) vs the same with DNSMOS scoring
+at most ``--dnsmos-windows`` windows a clip, models loaded before timing, thresholds from the
+run's spec, a row rejected early skipped by the later filters as in the job (``--score-all``:
+every row through every filter, as eval scores). Prints rows/s, the ratio to the previous chain,
+and how far the capped DNSMOS moved OVRL and the verdicts from the full one. ``--run`` takes a run
+whose synthesis is done (its spec's thresholds apply), e.g. the en-basic pipeline's.
 """
 from __future__ import annotations
 
@@ -105,8 +107,11 @@ def filter_job(run) -> tuple[float, list[float]]:
     return wall, cers
 
 
-def chain_costs(run, score_all: bool = False) -> list[tuple[str, float]]:
-    """(chain name, wall s) for the previous chain, + DNSMOS, + adherence, on the same rows."""
+def chain_costs(run, score_all: bool = False, max_windows: int = 2,
+                rows: int | None = None) -> tuple[list[tuple[str, float]], dict]:
+    """(chain name, wall s) for the previous chain, + DNSMOS, + adherence, + adherence with DNSMOS
+    capped at ``max_windows``, on the same rows (the first ``rows`` synthesized, None: all); and how
+    the cap moved OVRL and the verdicts, with the rows' count and audio seconds."""
     from filters.adherence import AdherenceFilter, voice_baselines
     from filters.base import run_chain
     from filters.cer import CERFilter
@@ -116,25 +121,33 @@ def chain_costs(run, score_all: bool = False) -> list[tuple[str, float]]:
     from pipelines.filter_job import ROW_FIELDS, LoadSample, load_config
 
     config = load_config(run, None)
-    rows = [{k: r[k] for k in ROW_FIELDS} for r in run.journal_table().to_pylist() if r["status"] == "ok"]
-    samples = LoadSample(run.path).process(rows)
+    done = [r for r in run.journal_table().to_pylist() if r["status"] == "ok"][:rows]
+    samples = LoadSample(run.path).process([{k: r[k] for k in ROW_FIELDS} for r in done])
     cer = CERFilter(asr=config.asr, max_cer=config.max_cer, per_style=config.per_style,
                     no_asr=config.no_asr, default_no_asr=config.default_no_asr, per_dialect=config.per_dialect)
     previous = [QualityFilter(**config.quality), cer, SpeakerSimilarityFilter(min_ss=config.min_ss)]
     dnsmos = DNSMOSFilter(min_ovrl=config.min_dnsmos_ovrl)
+    capped = DNSMOSFilter(min_ovrl=config.min_dnsmos_ovrl, max_windows=max_windows)
     adherence = AdherenceFilter(config.adherence, router=cer.router, baselines=voice_baselines(samples))
     chains = [("quality + CER + SS (previous)", previous), ("+ DNSMOS", previous + [dnsmos]),
-              ("+ adherence + DNSMOS (now)", previous + [adherence, dnsmos])]
-    for f in previous + [dnsmos, adherence]:
+              ("+ adherence + DNSMOS (now)", previous + [adherence, dnsmos]),
+              (f"  the same, DNSMOS <= {max_windows} windows", previous + [adherence, capped])]
+    for f in previous + [dnsmos, capped, adherence]:
         f.setup()
     run_chain(previous, samples[:2], score_rejected=True)  # warm caches outside the timings
-    out = []
+    out, verdicts = [], {}
     for name, chain in chains:
         start = time.perf_counter()
-        for i in range(0, len(samples), config.batch_size):
-            run_chain(chain, samples[i:i + config.batch_size], score_rejected=score_all)
+        verdicts[name] = [v for i in range(0, len(samples), config.batch_size)
+                          for v in run_chain(chain, samples[i:i + config.batch_size], score_rejected=score_all)]
         out.append((name, time.perf_counter() - start))
-    return out
+    full, fast = verdicts[chains[2][0]], verdicts[chains[3][0]]
+    moved = [abs(a.scores["dnsmos_ovrl"] - b.scores["dnsmos_ovrl"]) for a, b in zip(full, fast)
+             if a.scores.get("dnsmos_ovrl") is not None and b.scores.get("dnsmos_ovrl") is not None]
+    return out, {"scored": len(moved), "mean": float(np.mean(moved)) if moved else float("nan"),
+                 "max": max(moved, default=float("nan")),
+                 "flips": sum(a.keep != b.keep for a, b in zip(full, fast)),
+                 "rows": len(done), "audio_s": float(np.nansum([r["duration_s"] or 0.0 for r in done]))}
 
 
 def chains_main(args) -> None:
@@ -142,16 +155,15 @@ def chains_main(args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(args.run or make_run(Path(tmp), args.tasks, MIXED_SPEC))
-        table = run.journal_table()
-        ok = [s == "ok" for s in table.column("status").to_pylist()]
-        audio_s = float(np.nansum([d for d, k in zip(table.column("duration_s").to_pylist(), ok) if k and d]))
-        costs = chain_costs(run, args.score_all)
-    n = sum(ok)
+        costs, moved = chain_costs(run, args.score_all, args.dnsmos_windows, args.tasks if args.run else None)
+    n, audio_s = moved["rows"], moved["audio_s"]
     print(f"{n} rows, {audio_s:.1f} s of audio, one process, "
           f"{'every row through every filter' if args.score_all else 'rejected rows skip later filters'}")
     print(f"{'chain':<34}{'wall s':>8}{'rows/s':>8}{'audio s/s':>11}{'vs previous':>13}")
     for name, wall in costs:
         print(f"{name:<34}{wall:>8.1f}{n / wall:>8.2f}{audio_s / wall:>11.2f}{costs[0][1] / wall:>12.2f}x")
+    print(f"DNSMOS <= {args.dnsmos_windows} windows vs all, over {moved['scored']} rows scored by both: "
+          f"OVRL moved {moved['mean']:.3f} on average, {moved['max']:.3f} at most; verdicts changed: {moved['flips']}")
 
 
 def main() -> None:
@@ -160,9 +172,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=None)
-    parser.add_argument("--tasks", type=int, default=48)
+    parser.add_argument("--tasks", type=int, default=48, help="rows to synthesize (with --run: to take from it)")
     parser.add_argument("--chains", action="store_true", help="previous chain vs + DNSMOS vs + adherence")
     parser.add_argument("--score-all", action="store_true", help="--chains: every row through every filter")
+    parser.add_argument("--dnsmos-windows", type=int, default=2, help="--chains: the capped DNSMOS chain's windows")
     args = parser.parse_args()
     if args.chains:
         return chains_main(args)

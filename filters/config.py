@@ -7,6 +7,8 @@ or CLI flags (in that order of precedence, flags last).
                                             # default {cantonese: null}: Whisper base has no Cantonese)
     min_ss: 0.6                  # resemblyzer cosine; not comparable with WavLM SS figures
     min_dnsmos_ovrl: 2.0         # DNSMOS P.835 OVRL; null: score only (why not 3.0: filters.dnsmos)
+    max_dnsmos_windows: 2        # score at most 2 of a clip's 9 s windows (default null: all, as the
+                                 # DNS Challenge scorer; short clips are repeated into up to 11)
     adherence: {emotion: {tolerance_st: 1.5}, rap: null}   # instruction checks (filters.adherence);
                                  # merged over its DEFAULT_ADHERENCE; null disables a check, or all
     asr: {en: {backend: faster-whisper, model: tiny.en}}   # default: filters.asr.DEFAULT_ASR
@@ -39,6 +41,7 @@ class FilterConfig:
     per_dialect: dict = field(default_factory=lambda: dict(DEFAULT_PER_DIALECT))
     min_ss: float = 0.6
     min_dnsmos_ovrl: float | None = DEFAULT_MIN_OVRL
+    max_dnsmos_windows: int | None = None
     adherence: dict | None = field(default_factory=dict)
     asr: dict | None = None
     no_asr: dict = field(default_factory=dict)
@@ -76,6 +79,7 @@ class FilterConfig:
         ovrl = self.min_dnsmos_ovrl
         if ovrl is not None and (not is_number(ovrl) or not 1 <= ovrl <= 5):
             raise UserError(f"{where}: min_dnsmos_ovrl must be a MOS in 1..5 or null, got {ovrl!r}")
+        count(self.max_dnsmos_windows, f"{where}: max_dnsmos_windows", optional=True)
         if self.adherence is not None:
             if not isinstance(self.adherence, dict):
                 raise UserError(f"{where}: adherence must be a mapping of checks or null, got {self.adherence!r}")
@@ -96,6 +100,8 @@ class FilterConfig:
         data["asr"] = DEFAULT_ASR if self.asr is None else self.asr
         if not data["score_rejected"]:
             del data["score_rejected"]  # hashes from before the key existed stay valid
+        if data["max_dnsmos_windows"] is None:
+            del data["max_dnsmos_windows"]  # the same
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def build_chain(self, baselines: dict | None = None) -> list:
@@ -108,4 +114,4 @@ class FilterConfig:
         chain = [QualityFilter(**self.quality), cer, SpeakerSimilarityFilter(min_ss=self.min_ss, threads=self.ss_threads)]
         if self.adherence is not None:
             chain.append(AdherenceFilter(self.adherence, router=cer.router, baselines=baselines))
-        return chain + [DNSMOSFilter(min_ovrl=self.min_dnsmos_ovrl)]
+        return chain + [DNSMOSFilter(min_ovrl=self.min_dnsmos_ovrl, max_windows=self.max_dnsmos_windows)]

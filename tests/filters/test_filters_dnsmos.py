@@ -34,6 +34,26 @@ def test_windows_repeat_short_clips_and_hop_one_second():
     assert windows(np.ones(int(9.5 * 16000), np.float32)).shape == (1, 144160)
 
 
+def test_max_windows_keeps_the_first_and_last_evenly_spaced():
+    ramp = np.arange(int(2.2 * 16000), dtype=np.float32) / 1e6  # repeated to 17.6 s: 8 windows
+    every = windows(ramp)
+    assert every.shape[0] == 8
+    two, four = windows(ramp, max_windows=2), windows(ramp, max_windows=4)
+    assert np.array_equal(two, every[[0, 7]])
+    assert np.array_equal(four, every[[0, 2, 5, 7]])
+    assert np.array_equal(windows(ramp, max_windows=20), every)
+
+
+def test_fewer_windows_score_a_repeated_clip_alike():
+    f = DNSMOSFilter(min_ovrl=None)
+    capped = DNSMOSFilter(min_ovrl=None, max_windows=2)
+    clip = _wav(SPEAKERS[0])[:int(2.2 * 16000)]  # 8 windows, as many en-basic rows have
+    assert windows(clip).shape[0] == 8
+    full, fast = f.scores(clip), capped.scores(clip)
+    assert fast != full  # two of the nine windows, not the same computation
+    assert abs(fast["dnsmos_ovrl"] - full["dnsmos_ovrl"]) < 0.1
+
+
 def test_speech_scores_above_noise_and_silence(dnsmos):
     rng = np.random.default_rng(0)
     speech = [dnsmos.scores(_wav(p)) for p in SPEAKERS]
@@ -70,6 +90,12 @@ def test_config_threshold_is_checked_and_dnsmos_runs_last():
     assert isinstance(chain[-1], DNSMOSFilter) and chain[-1].min_ovrl == 2.0
     assert FilterConfig(min_dnsmos_ovrl=None).build_chain()[-1].min_ovrl is None
     assert FilterConfig(min_dnsmos_ovrl=3.0).hash != FilterConfig().hash
+    assert FilterConfig.from_dict({"max_dnsmos_windows": 2}).build_chain()[-1].max_windows == 2
+    assert FilterConfig().build_chain()[-1].max_windows is None
+    assert FilterConfig(max_dnsmos_windows=2).hash != FilterConfig().hash
+    for bad in (0, 1.5, "two", True):
+        with pytest.raises(UserError, match="max_dnsmos_windows must be an integer >= 1 or null"):
+            FilterConfig.from_dict({"max_dnsmos_windows": bad})
     for bad in (7, "high", True):
         with pytest.raises(UserError, match="min_dnsmos_ovrl must be a MOS in 1..5"):
             FilterConfig.from_dict({"min_dnsmos_ovrl": bad})
