@@ -174,7 +174,13 @@ def test_parity_normalize_and_trim():
     assert max_err(preprocess(x16, 16000), gold("trim")) <= 1e-6
 
 
+# float32 FFTs and matmuls round differently on other CPUs (the goldens were written on an AVX2
+# host; on an AVX-512 one, 2026-12-01, the log mel differed by up to 7.3e-5); a wrong window, filter
+# bank or weight is off by orders of magnitude more
+FBANK_TOL = 5e-4
+
+
 def test_parity_fbank():
     seg = gold("tingting_16k")[:8000]
-    assert max_err(fbank(seg * 32768, window="hamming"), gold("fbank_hamming")) <= 1e-5
-    assert max_err(fbank(seg, subtract_mean=True), gold("fbank_povey_cmn")) <= 1e-5
+    assert max_err(fbank(seg * 32768, window="hamming"), gold("fbank_hamming")) <= FBANK_TOL
+    assert max_err(fbank(seg, subtract_mean=True), gold("fbank_povey_cmn")) <= FBANK_TOL

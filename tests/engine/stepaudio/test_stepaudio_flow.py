@@ -94,7 +94,9 @@ def test_bf16_matches_upstream_as_released(tmp_path):
     assert next(flow_bf16.model.parameters()).dtype == torch.bfloat16
     mel = flow_bf16.inference(*inputs(), seed=0)
     assert mel.dtype == torch.float32
-    assert max_err(mel, "mel_bf16") <= 1e-2
+    # bf16 rounding follows the CPU's kernels: the goldens' AVX2 host and an AVX-512 one
+    # (2026-12-01) differ by up to 0.047 here; a wrong weight or step is off by far more
+    assert max_err(mel, "mel_bf16") <= 0.1
 
 
 def test_seeded_noise_is_reproducible(flow):

@@ -16,6 +16,10 @@ from tiny_hift import TINY_HIFT, tiny_hift_state, write_hift_yaml, write_tiny_hi
 
 GOLD = Path(__file__).parent / "goldens" / "hift"
 TOL = 1e-5
+# float32 FFTs and matmuls round differently on other CPUs (the goldens were written on an AVX2
+# host; on an AVX-512 one, 2026-12-01, the seeded waveform differed by up to 3.0e-4); a wrong window, filter
+# bank or weight is off by orders of magnitude more
+WAV_TOL = 2e-3
 
 
 def gold(name: str) -> np.ndarray:
@@ -59,7 +63,7 @@ def test_inference_matches_upstream(hift):
     wav = hift.inference(gold("mel"), seed=int(gold("seed")))
     want = gold("wav_seeded")
     assert wav.dtype == np.float32 and wav.shape == (gold("mel").shape[1] * 256,) == want.shape
-    assert np.abs(wav - want).max() <= TOL
+    assert np.abs(wav - want).max() <= WAV_TOL
     assert np.abs(want).max() <= 0.99 and np.abs(want).max() > 0.05
 
 

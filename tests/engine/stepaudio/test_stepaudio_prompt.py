@@ -17,7 +17,10 @@ from tiny_flow import flow_yaml
 
 GOLD = Path(__file__).parent / "goldens" / "prompt"
 WAV = GOLD / "tingting_1200ms.wav"
-TOL = 1e-5
+# float32 FFTs and matmuls round differently on other CPUs (the goldens were written on an AVX2
+# host; on an AVX-512 one, 2026-12-01, the mel differed by up to 2.3e-4); a wrong window, filter
+# bank or weight is off by orders of magnitude more
+TOL = 1e-3
 
 
 def gold(name: str) -> np.ndarray:
@@ -66,7 +69,7 @@ def test_stereo_24bit_file_gives_the_mono_features(cond, tmp_path):
     wav, sr = sf.read(WAV, dtype="float32")
     sf.write(tmp_path / "stereo.flac", np.stack([wav, wav], 1), sr, subtype="PCM_24")
     feats = cond.from_file(tmp_path / "stereo.flac")
-    assert np.abs(feats.mel - gold("mel")).max() <= 1e-4  # 16-bit values are exact in 24-bit
+    assert np.abs(feats.mel - gold("mel")).max() <= TOL  # 16-bit values are exact in 24-bit
 
 
 def test_8khz_prompt_is_refused_in_one_line(cond, tmp_path):

@@ -189,6 +189,7 @@ def test_parity_with_upstream(tok, case):
     ours = tok.frames(wav)
     assert [len(x) for x in ours.lfr] == gold(f"vq02_{case}_chunks").tolist()
     if case in ("trim", "synth8680"):  # the CMVN'd LFR features kept for these two
-        assert max_err(ours.cat("lfr"), gold(f"vq02_{case}_lfr")) <= 1e-5
-    assert max_err(ours.cat("encoded"), gold(f"vq02_{case}_enc")) <= 1e-5
+        # the fbank under them rounds differently on other CPUs (see test_stepaudio_audio)
+        assert max_err(ours.cat("lfr"), gold(f"vq02_{case}_lfr")) <= 2e-4
+    assert max_err(ours.cat("encoded"), gold(f"vq02_{case}_enc")) <= 2e-4
     assert np.array_equal(ours.codes, gold(f"vq02_{case}_codes"))
