@@ -8,7 +8,7 @@ or CLI flags (in that order of precedence, flags last).
     min_ss: 0.6                  # resemblyzer cosine; not comparable with WavLM SS figures
     min_dnsmos_ovrl: 2.0         # DNSMOS P.835 OVRL; null: score only (why not 3.0: filters.dnsmos)
     max_dnsmos_windows: 2        # score at most 2 of a clip's 9 s windows (default null: all, as the
-                                 # DNS Challenge scorer; short clips are repeated into up to 11)
+                                 # DNS Challenge scorer; a short clip is repeated into up to 9)
     adherence: {emotion: {tolerance_st: 1.5}, rap: null}   # instruction checks (filters.adherence);
                                  # merged over its DEFAULT_ADHERENCE; null disables a check, or all
     asr: {en: {backend: faster-whisper, model: tiny.en}}   # default: filters.asr.DEFAULT_ASR

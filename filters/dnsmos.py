@@ -12,8 +12,9 @@ over the full 900 x 161 log-power spectrogram); a short clip is repeated past 9 
 4 windows, ~2.2 s), more than ASR: the chain runs it last.
 
 Those windows of a repeated clip are shifted copies of the same few seconds, and the doubling makes
-the count jump (a 2.2 s clip is repeated to 17.6 s: 8 windows, a 2.3 s one to 9.2 s: 1). ``max_windows`` scores at most that
-many, evenly spaced from the first to the last, and breaks with the scorer for the sake of time. On
+the count jump (a 2.2 s clip is repeated to 17.6 s: 8 windows; a 2.3 s one to 9.2 s: 1; at most 9).
+``max_windows`` scores at most that many, evenly spaced from the first to the last, and breaks with
+the scorer for the sake of time. On
 en-basic rows (eSpeak through the codec, 2.1 s and 4.5 windows on average; bench/RESULTS.md) two
 windows moved OVRL by 0.010 on average (0.076 at most) from the scorer's mean, changed no verdict
 at 2.0, and made the chain of checks 2.4x faster.
