@@ -9,7 +9,8 @@ Backend configs:
 - ``faster-whisper``: ``model`` = "tiny.en" or "base" (CTranslate2 models shipped as pip packages,
   :mod:`filters.whisper_packages`), a local CTranslate2 Whisper dir, or a local Hugging Face Whisper dir (converted
   once, e.g. whisper-large-v3 for reported numbers); see :class:`filters.whisper.WhisperASR` for
-  ``beam_size``, ``cpu_threads``, ``device``, ``compute_type``, ``batch_size``, ``pack``.
+  ``beam_size``, ``cpu_threads``, ``device``, ``compute_type``, ``batch_size``, ``pack``,
+  ``recheck_alone``.
 - ``paraformer``: ``model`` = a local FunASR Paraformer dir (needs ``pip install funasr``).
 
 The embedded default (:data:`DEFAULT_ASR`): tiny.en for English (better and faster there than
@@ -28,10 +29,13 @@ from filters.paraformer import ParaformerASR
 from filters.whisper import WhisperASR
 from manifests.errors import UserError
 
-# tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack).
-# One thread per model: on CPU the filter job scales by running one worker per core.
-MULTILINGUAL = {"backend": "faster-whisper", "model": "base", "pack": True, "cpu_threads": 1}
-DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "cpu_threads": 1},
+# tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack),
+# and a row the CER filter would reject is transcribed again alone (recheck_alone), since a packed
+# window can give it a neighbour's words. One thread per model: on CPU the filter job scales by
+# running one worker per core.
+MULTILINGUAL = {"backend": "faster-whisper", "model": "base", "pack": True, "recheck_alone": True, "cpu_threads": 1}
+DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "recheck_alone": True,
+                      "cpu_threads": 1},
                "zh": MULTILINGUAL, "ja": MULTILINGUAL, "ko": MULTILINGUAL}
 BACKENDS = ("faster-whisper", "paraformer")
 
@@ -44,6 +48,23 @@ class ASR(Protocol):
     def transcribe(self, batch: list[np.ndarray], lang: str) -> list[str]:
         """Args: batch of float32 ``[samples]`` waveforms at 16 kHz; lang: "en", "zh", ...
         Returns: one raw (unnormalised) transcript per waveform, in order."""
+
+    # A backend whose batch decoding can mix rows (packed Whisper) may also set
+    # ``recheck_alone = True`` and offer ``transcribe_alone(batch, lang)``, one row per decode:
+    # the CER filter then confirms each reject with it.
+
+
+def one_per_window(config: dict | None) -> dict:
+    """The ASR configs (None: :data:`DEFAULT_ASR`) with Whisper packing off: each utterance in a
+    window of its own, the protocol for reported numbers (``stepforge eval``)."""
+    out = {}
+    for lang, c in (DEFAULT_ASR if config is None else config).items():
+        c = dict(c)
+        if c.get("backend", "faster-whisper") == "faster-whisper":
+            c["pack"] = False
+            c.pop("recheck_alone", None)
+        out[lang] = c
+    return out
 
 
 def load_asr(config: dict) -> ASR:

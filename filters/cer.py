@@ -117,27 +117,39 @@ class CERFilter(Filter):
 
     def _score(self, lang: str, rows: list[int], wavs: list, samples: list[dict], verdicts: list) -> None:
         asr = self.router.get(lang)
-        texts = self._transcribe(asr, wavs, lang)
+        texts = self._transcribe(asr.transcribe, wavs, lang)
         for i, hyp in zip(rows, texts):
-            if isinstance(hyp, Exception):
-                verdicts[i] = reject(f"asr failed: {hyp}", cer=None, wer=None)
-                continue
-            scores = {**text_scores(samples[i].get("text") or "", hyp, lang), "asr_text": hyp, "asr_model": asr.name}
-            limit = self.limit(samples[i])
-            ok = scores["cer"] <= limit
-            verdicts[i] = Verdict(ok, "" if ok else f"cer {scores['cer']:.2f} > {limit:.2f}", scores)
+            verdicts[i] = self._verdict(samples[i], hyp, lang, asr.name)
+        if getattr(asr, "recheck_alone", False):
+            # a packed window can hand a row its neighbour's words: a reject is confirmed alone
+            again = [k for k, i in enumerate(rows) if not verdicts[i].keep and verdicts[i].scores.get("cer") is not None]
+            texts = self._transcribe(asr.transcribe_alone, [wavs[k] for k in again], lang)
+            for k, hyp in zip(again, texts):
+                verdicts[rows[k]] = self._verdict(samples[rows[k]], hyp, lang, asr.name, "asr_alone")
+
+    def _verdict(self, sample: dict, hyp, lang: str, model: str, *flags: str) -> Verdict:
+        if isinstance(hyp, Exception):
+            return reject(f"asr failed: {hyp}", cer=None, wer=None)
+        scores = {**text_scores(sample.get("text") or "", hyp, lang), "asr_text": hyp, "asr_model": model}
+        if flags:
+            add_flags(scores, *flags)
+        limit = self.limit(sample)
+        ok = scores["cer"] <= limit
+        return Verdict(ok, "" if ok else f"cer {scores['cer']:.2f} > {limit:.2f}", scores)
 
     @staticmethod
-    def _transcribe(asr, wavs: list, lang: str) -> list:
+    def _transcribe(transcribe, wavs: list, lang: str) -> list:
         """Batch first; if the batch fails, row by row so one bad row fails only itself."""
+        if not wavs:
+            return []
         try:
-            return list(asr.transcribe(wavs, lang))
+            return list(transcribe(wavs, lang))
         except Exception:  # noqa: BLE001 - any backend error; retried per row below
             pass
         out = []
         for wav in wavs:
             try:
-                out.append(asr.transcribe([wav], lang)[0])
+                out.append(transcribe([wav], lang)[0])
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out

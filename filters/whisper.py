@@ -13,8 +13,12 @@ the encoder's work, and on CPU the encoder is ~85% of the time. Two modes:
   utterance it falls in or, in a window where a segment runs over two utterances, each word by its
   aligned time (:mod:`filters.whisper_pack`). An utterance left empty is decoded again alone.
   About 4x faster than one window per utterance with tiny.en on 2 CPU cores. An utterance's
-  transcript can then depend on its neighbours (decoding context): keep it off for numbers that
-  are to be reported.
+  transcript can then depend on its neighbours: a segment's timestamps can put one utterance's
+  words into the next (or drop them), and a decoding loop on one short clip can run on into its
+  neighbours' spans. ``recheck_alone`` lets the CER filter transcribe a row it would reject again
+  on its own (:meth:`WhisperASR.transcribe_alone`), so packing cannot reject a row that the
+  one-per-window protocol keeps. Keep packing off for numbers that are to be reported
+  (``stepforge eval`` does).
 
 Utterances longer than a window are transcribed alone with faster-whisper's long-form decoding.
 """
@@ -40,31 +44,42 @@ class WhisperASR:
         cpu_threads: CT2 threads per model (default: all cores, at most 4).
         batch_size: 30 s windows per encoder call. pack / pack_gap_s: see the module docstring
             (0.6 s fits eight 2.7 s utterances in one window; WER measured no worse than 1.0 s).
+        recheck_alone: with ``pack``, the CER filter transcribes each row it would reject again,
+            alone in its window, and scores that transcript instead (see the module docstring).
         cache_dir: where a converted HF model or a joined packaged one is kept (default
             ~/.cache/stepforge/ct2, ~/.cache/stepforge/whisper).
     """
 
     def __init__(self, model: str = "tiny.en", beam_size: int = 1, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int | None = None, batch_size: int = 8,
-                 pack: bool = False, pack_gap_s: float = 0.6, cache_dir: str | None = None):
+                 pack: bool = False, pack_gap_s: float = 0.6, recheck_alone: bool = False,
+                 cache_dir: str | None = None):
         self.cpu_threads = cpu_threads or min(os.cpu_count() or 1, 4)
         self.model, self.name = load_whisper(model, device, compute_type, self.cpu_threads, cache_dir)
         self.beam_size, self.batch_size = beam_size, batch_size
         self.pack, self.pack_gap_s = pack, pack_gap_s
+        self.recheck_alone = pack and recheck_alone
         self._tools = {}
 
     def supports(self, lang: str) -> bool:
         return lang == "en" or self.model.model.is_multilingual
 
     def transcribe(self, batch: list[np.ndarray], lang: str) -> list[str]:
+        return self._transcribe(batch, lang, self.pack)
+
+    def transcribe_alone(self, batch: list[np.ndarray], lang: str) -> list[str]:
+        """As :meth:`transcribe` with one utterance per window, whatever ``pack`` says."""
+        return self._transcribe(batch, lang, pack=False)
+
+    def _transcribe(self, batch: list[np.ndarray], lang: str, pack: bool) -> list[str]:
         if not self.supports(lang):
             raise ValueError(f"{self.name} is English-only; it cannot transcribe {lang}")
         out = [""] * len(batch)
-        limit = WINDOW_S - (self.pack_gap_s if self.pack else 0.0)
+        limit = WINDOW_S - (self.pack_gap_s if pack else 0.0)
         short = [i for i, w in enumerate(batch) if len(w) / SR <= limit]
         for i in sorted(set(range(len(batch))) - set(short)):
             out[i] = self._long(batch[i], lang)
-        texts = (self._packed if self.pack else self._single)([batch[i] for i in short], lang)
+        texts = (self._packed if pack else self._single)([batch[i] for i in short], lang)
         for i, text in zip(short, texts):
             out[i] = text
         return out

@@ -21,6 +21,8 @@ Less noise: ``samples=K`` generates each prompt K times with seeds of its own
 (:func:`pipelines.eval_prompts.with_samples`), and ``teacher=SPEC`` has the teacher voice the same
 prompts and seeds through the same codec into ``OUT/teacher`` (a run of its own, filtered with the
 same config and speaker references), so the student-vs-teacher ratio compares like with like.
+Both are transcribed one utterance per 30 s window (:func:`filters.asr.one_per_window`, the
+seed-tts-eval protocol), never packed: a packed window can hand a row its neighbour's words.
 ``eval.json["stats"]`` holds each metric's mean over prompts with a 95% interval and the ratio's
 (:mod:`pipelines.eval_stats`).
 """
@@ -35,6 +37,7 @@ from distill.config import SAMPLING_KEYS
 from engine import __version__
 from engine.device import has_cuda
 from engine.lm.vllm_engine import VLLM_HINT
+from filters.asr import one_per_window
 from filters.config import FilterConfig
 from manifests import RunDir, RunError, UserError, read_sample, write_json
 from manifests.digest import model_dir_fingerprint
@@ -399,8 +402,9 @@ def _filter_config(run: RunDir, filter_config):
     source = str(filter_config) if isinstance(filter_config, (str, Path)) else (
         "filter_config" if filter_config is not None else None)
     run.update_stage("eval", filter_from=source or run.info().get("filter_from") or "defaults")
-    # a data filter stops at the first rejection; an eval wants every score of every row
-    return config.overridden(score_rejected=True)
+    # a data filter stops at the first rejection; an eval wants every score of every row, and
+    # transcripts that do not depend on the rows packed beside them
+    return config.overridden(score_rejected=True, asr=one_per_window(config.asr))
 
 
 def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Prompt], skipped: int,
@@ -418,7 +422,7 @@ def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Pro
         "duplicates_skipped": skipped, "samples": identity["samples"], "n_rows": len(rows),
         "run": str(run.path),
         "filter": {"config_hash": config.hash, "max_cer": config.max_cer, "min_ss": config.min_ss,
-                   "from": info["stages"]["eval"]["filter_from"]},
+                   "from": info["stages"]["eval"]["filter_from"], "asr": config.asr},
         "asr_models": sorted({r["asr_model"] for r in scored if r["asr_model"]}),
         "ss_model": next((r["ss_model"] for r in scored if r["ss_model"]), None),
         "generation": info.get("stages", {}).get("eval", {}).get("generation") or {},

@@ -4,7 +4,7 @@ import pytest
 
 from filter_speech import speak
 from filters.asr import ASRRouter
-from filters.cer import CERFilter
+from filters.cer import CERFilter, text_scores
 
 RIGHT = "Open the window and let some fresh air into the room."
 
@@ -90,3 +90,49 @@ def test_backend_failure_fails_only_its_row():
 def test_bad_policy_name():
     with pytest.raises(ValueError, match="no-ASR policy"):
         CERFilter(ASRRouter({}), no_asr={"zh": "ignore"})
+
+
+PACKED_ROWS = [RIGHT, "I would like a cup of coffee with milk, please.", "The train to the city leaves at noon.",
+               "She painted the old fence a bright shade of green."]
+
+
+def test_packed_rejects_are_confirmed_alone(router):
+    """A packed window can give a row its neighbour's words: every reject is transcribed again alone
+    and scored on that transcript; a kept row keeps its packed transcript."""
+    asr = router.get("en")
+    assert asr.pack and asr.recheck_alone  # the embedded default
+    wavs = [speak(t) for t in PACKED_ROWS]
+    texts = [PACKED_ROWS[0], "Completely different words were meant here.", PACKED_ROWS[2],
+             "Nothing like the audio at all, really."]
+    rows = [_row(id=str(k), text=t, audio=w.copy()) for k, (t, w) in enumerate(zip(texts, wavs))]
+    verdicts = CERFilter(router, max_cer=0.5)(rows)
+    packed, alone = asr.transcribe(wavs, "en"), asr.transcribe_alone(wavs, "en")
+    assert [v.keep for v in verdicts] == [True, False, True, False]
+    for k, v in enumerate(verdicts):
+        flags = v.scores.get("quality_flags") or []
+        assert ("asr_alone" in flags) == (not v.keep)
+        assert v.scores["asr_text"] == (packed if v.keep else alone)[k]
+        assert v.scores["cer"] == text_scores(texts[k], v.scores["asr_text"], "en")["cer"]
+
+
+def test_without_recheck_a_packed_reject_keeps_its_packed_transcript():
+    from filters.asr import ASRRouter, load_asr
+
+    asr = load_asr({"model": "tiny.en", "pack": True, "cpu_threads": 1})
+    assert not asr.recheck_alone
+    wavs = [speak(PACKED_ROWS[1]), speak(PACKED_ROWS[2])]
+    rows = [_row(text="Completely different words were meant here.", audio=wavs[0].copy()),
+            _row(text=PACKED_ROWS[2], audio=wavs[1].copy())]
+    wrong, right = CERFilter(ASRRouter(models={"en": asr}), max_cer=0.5)(rows)
+    assert not wrong.keep and right.keep and "asr_alone" not in (wrong.scores.get("quality_flags") or [])
+    assert [wrong.scores["asr_text"], right.scores["asr_text"]] == asr.transcribe(wavs, "en")
+
+
+def test_one_per_window_turns_packing_off_and_keeps_other_backends():
+    from filters.asr import DEFAULT_ASR, one_per_window
+
+    plain = one_per_window(None)
+    assert set(plain) == set(DEFAULT_ASR) and all(c["pack"] is False and "recheck_alone" not in c for c in plain.values())
+    assert plain["en"]["model"] == DEFAULT_ASR["en"]["model"] and DEFAULT_ASR["en"]["pack"] is True  # not mutated
+    mixed = one_per_window({"zh": {"backend": "paraformer", "model": "/m"}, "en": {"model": "tiny.en", "pack": True}})
+    assert mixed == {"zh": {"backend": "paraformer", "model": "/m"}, "en": {"model": "tiny.en", "pack": False}}
