@@ -10,7 +10,7 @@ Backend configs:
   :mod:`filters.whisper_packages`), a local CTranslate2 Whisper dir, or a local Hugging Face Whisper dir (converted
   once, e.g. whisper-large-v3 for reported numbers); see :class:`filters.whisper.WhisperASR` for
   ``beam_size``, ``cpu_threads``, ``device``, ``compute_type``, ``batch_size``, ``pack``,
-  ``recheck_alone``.
+  ``recheck``.
 - ``paraformer``: ``model`` = a local FunASR Paraformer dir (needs ``pip install funasr``).
 
 The embedded default (:data:`DEFAULT_ASR`): tiny.en for English (better and faster there than
@@ -30,11 +30,11 @@ from filters.whisper import WhisperASR
 from manifests.errors import UserError
 
 # tiny.en on 2 CPU cores: several short utterances share one 30 s window (see WhisperASR.pack),
-# and a row the CER filter would reject is transcribed again alone (recheck_alone), since a packed
-# window can give it a neighbour's words. One thread per model: on CPU the filter job scales by
+# and a row the CER filter would reject is read again alone, the better read kept (recheck), since a
+# packed window can give it a neighbour's words. One thread per model: on CPU the filter job scales by
 # running one worker per core.
-MULTILINGUAL = {"backend": "faster-whisper", "model": "base", "pack": True, "recheck_alone": True, "cpu_threads": 1}
-DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "recheck_alone": True,
+MULTILINGUAL = {"backend": "faster-whisper", "model": "base", "pack": True, "recheck": "rejects", "cpu_threads": 1}
+DEFAULT_ASR = {"en": {"backend": "faster-whisper", "model": "tiny.en", "pack": True, "recheck": "rejects",
                       "cpu_threads": 1},
                "zh": MULTILINGUAL, "ja": MULTILINGUAL, "ko": MULTILINGUAL}
 BACKENDS = ("faster-whisper", "paraformer")
@@ -49,20 +49,20 @@ class ASR(Protocol):
         """Args: batch of float32 ``[samples]`` waveforms at 16 kHz; lang: "en", "zh", ...
         Returns: one raw (unnormalised) transcript per waveform, in order."""
 
-    # A backend whose batch decoding can mix rows (packed Whisper) may also set
-    # ``recheck_alone = True`` and offer ``transcribe_alone(batch, lang)``, one row per decode:
-    # the CER filter then confirms each reject with it.
+    # A backend whose batch decoding can mix rows (packed Whisper) may also have ``recheck``
+    # ("rejects" or "all") and ``transcribe_alone(batch, lang)``, one row per decode: the CER
+    # filter then reads those rows a second time and keeps the better read.
 
 
-def one_per_window(config: dict | None) -> dict:
-    """The ASR configs (None: :data:`DEFAULT_ASR`) with Whisper packing off: each utterance in a
-    window of its own, the protocol for reported numbers (``stepforge eval``)."""
+def read_twice(config: dict | None) -> dict:
+    """The ASR configs (None: :data:`DEFAULT_ASR`) with every packed Whisper reading every row
+    twice, in its window and alone (``recheck: all``): the better read scores the row, and student
+    and teacher rows are read alike (``stepforge eval``)."""
     out = {}
     for lang, c in (DEFAULT_ASR if config is None else config).items():
         c = dict(c)
-        if c.get("backend", "faster-whisper") == "faster-whisper":
-            c["pack"] = False
-            c.pop("recheck_alone", None)
+        if c.get("backend", "faster-whisper") == "faster-whisper" and c.get("pack"):
+            c["recheck"] = "all"
         out[lang] = c
     return out
 

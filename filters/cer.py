@@ -120,12 +120,16 @@ class CERFilter(Filter):
         texts = self._transcribe(asr.transcribe, wavs, lang)
         for i, hyp in zip(rows, texts):
             verdicts[i] = self._verdict(samples[i], hyp, lang, asr.name)
-        if getattr(asr, "recheck_alone", False):
-            # a packed window can hand a row its neighbour's words: a reject is confirmed alone
-            again = [k for k, i in enumerate(rows) if not verdicts[i].keep and verdicts[i].scores.get("cer") is not None]
+        recheck = getattr(asr, "recheck", None)
+        if recheck:
+            # a packed window can hand a row its neighbour's words: read it again alone, keep the better read
+            again = [k for k, i in enumerate(rows) if verdicts[i].scores.get("cer") is not None
+                     and (recheck == "all" or not verdicts[i].keep)]
             texts = self._transcribe(asr.transcribe_alone, [wavs[k] for k in again], lang)
             for k, hyp in zip(again, texts):
-                verdicts[rows[k]] = self._verdict(samples[rows[k]], hyp, lang, asr.name, "asr_alone")
+                second = self._verdict(samples[rows[k]], hyp, lang, asr.name, "asr_alone")
+                if second.scores.get("cer") is not None and second.scores["cer"] < verdicts[rows[k]].scores["cer"]:
+                    verdicts[rows[k]] = second
 
     def _verdict(self, sample: dict, hyp, lang: str, model: str, *flags: str) -> Verdict:
         if isinstance(hyp, Exception):

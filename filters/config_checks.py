@@ -10,6 +10,7 @@ import inspect
 
 from filters.adherence import DEFAULT_ADHERENCE
 from filters.asr import BACKENDS
+from filters.whisper import RECHECK
 from filters.cer import POLICIES
 from filters.paraformer import ParaformerASR
 from filters.quality import QualityFilter
@@ -81,6 +82,8 @@ def check_asr(value, where: str) -> None:
         if backend not in BACKENDS:
             raise UserError(f"{where}.{lang}.backend: unknown ASR backend {backend!r} (choose from {', '.join(BACKENDS)})")
         keyword_options(cfg, ASR_CLASSES[backend], f"{where}.{lang}", skip=("backend",))
+        if backend == "faster-whisper" and cfg.get("recheck") not in RECHECK:
+            raise UserError(f"{where}.{lang}.recheck must be one of null, rejects, all, got {cfg['recheck']!r}")
 
 
 def check_quality(value, where: str) -> None:

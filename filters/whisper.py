@@ -15,10 +15,11 @@ the encoder's work, and on CPU the encoder is ~85% of the time. Two modes:
   About 4x faster than one window per utterance with tiny.en on 2 CPU cores. An utterance's
   transcript can then depend on its neighbours: a segment's timestamps can put one utterance's
   words into the next (or drop them), and a decoding loop on one short clip can run on into its
-  neighbours' spans. ``recheck_alone`` lets the CER filter transcribe a row it would reject again
-  on its own (:meth:`WhisperASR.transcribe_alone`), so packing cannot reject a row that the
-  one-per-window protocol keeps. Keep packing off for numbers that are to be reported
-  (``stepforge eval`` does).
+  neighbours' spans. Decoding an utterance alone is no cure: tiny.en reads a 2 s clip in 28 s of
+  silence worse on average than in context. ``recheck`` has the CER filter read a row a second
+  time, alone in its window (:meth:`WhisperASR.transcribe_alone`), and score the better of the two
+  reads: every row it would reject (``"rejects"``, the embedded default), or every row (``"all"``,
+  what ``stepforge eval`` uses, so that student and teacher rows are read alike).
 
 Utterances longer than a window are transcribed alone with faster-whisper's long-form decoding.
 """
@@ -29,11 +30,13 @@ import os
 import numpy as np
 
 from filters.whisper_model import load_whisper, whisper_tools
+from manifests.errors import UserError
 from filters.whisper_pack import (lay_out, plan_windows, split_segments, split_words, timed_segments,
                                   word_times)
 
 SR = 16000
 WINDOW_S = 30.0
+RECHECK = (None, "rejects", "all")
 
 
 class WhisperASR:
@@ -44,21 +47,23 @@ class WhisperASR:
         cpu_threads: CT2 threads per model (default: all cores, at most 4).
         batch_size: 30 s windows per encoder call. pack / pack_gap_s: see the module docstring
             (0.6 s fits eight 2.7 s utterances in one window; WER measured no worse than 1.0 s).
-        recheck_alone: with ``pack``, the CER filter transcribes each row it would reject again,
-            alone in its window, and scores that transcript instead (see the module docstring).
+        recheck: with ``pack``, which rows the CER filter reads again alone, scoring the better
+            read: None, "rejects" or "all" (see the module docstring).
         cache_dir: where a converted HF model or a joined packaged one is kept (default
             ~/.cache/stepforge/ct2, ~/.cache/stepforge/whisper).
     """
 
     def __init__(self, model: str = "tiny.en", beam_size: int = 1, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int | None = None, batch_size: int = 8,
-                 pack: bool = False, pack_gap_s: float = 0.6, recheck_alone: bool = False,
+                 pack: bool = False, pack_gap_s: float = 0.6, recheck: str | None = None,
                  cache_dir: str | None = None):
+        if recheck not in RECHECK:
+            raise UserError(f"ASR faster-whisper: recheck must be one of {', '.join(map(str, RECHECK))}, got {recheck!r}")
         self.cpu_threads = cpu_threads or min(os.cpu_count() or 1, 4)
         self.model, self.name = load_whisper(model, device, compute_type, self.cpu_threads, cache_dir)
         self.beam_size, self.batch_size = beam_size, batch_size
         self.pack, self.pack_gap_s = pack, pack_gap_s
-        self.recheck_alone = pack and recheck_alone
+        self.recheck = recheck if pack else None
         self._tools = {}
 
     def supports(self, lang: str) -> bool:

@@ -21,8 +21,9 @@ Less noise: ``samples=K`` generates each prompt K times with seeds of its own
 (:func:`pipelines.eval_prompts.with_samples`), and ``teacher=SPEC`` has the teacher voice the same
 prompts and seeds through the same codec into ``OUT/teacher`` (a run of its own, filtered with the
 same config and speaker references), so the student-vs-teacher ratio compares like with like.
-Both are transcribed one utterance per 30 s window (:func:`filters.asr.one_per_window`, the
-seed-tts-eval protocol), never packed: a packed window can hand a row its neighbour's words.
+A packed Whisper reads every row of both twice, in its packed window and alone, and the better
+read scores it (:func:`filters.asr.read_twice`): a packed window can hand a row its neighbour's
+words, and tiny.en reads a short clip alone worse than in context.
 ``eval.json["stats"]`` holds each metric's mean over prompts with a 95% interval and the ratio's
 (:mod:`pipelines.eval_stats`).
 """
@@ -37,7 +38,7 @@ from distill.config import SAMPLING_KEYS
 from engine import __version__
 from engine.device import has_cuda
 from engine.lm.vllm_engine import VLLM_HINT
-from filters.asr import one_per_window
+from filters.asr import read_twice
 from filters.config import FilterConfig
 from manifests import RunDir, RunError, UserError, read_sample, write_json
 from manifests.digest import model_dir_fingerprint
@@ -402,9 +403,9 @@ def _filter_config(run: RunDir, filter_config):
     source = str(filter_config) if isinstance(filter_config, (str, Path)) else (
         "filter_config" if filter_config is not None else None)
     run.update_stage("eval", filter_from=source or run.info().get("filter_from") or "defaults")
-    # a data filter stops at the first rejection; an eval wants every score of every row, and
-    # transcripts that do not depend on the rows packed beside them
-    return config.overridden(score_rejected=True, asr=one_per_window(config.asr))
+    # a data filter stops at the first rejection; an eval wants every score of every row, each
+    # row read twice (packed and alone) so that no row's score hangs on the rows packed beside it
+    return config.overridden(score_rejected=True, asr=read_twice(config.asr))
 
 
 def _report(run: RunDir, identity: dict, records: list[Prompt], wanted: list[Prompt], skipped: int,

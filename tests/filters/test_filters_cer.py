@@ -94,45 +94,73 @@ def test_bad_policy_name():
 
 PACKED_ROWS = [RIGHT, "I would like a cup of coffee with milk, please.", "The train to the city leaves at noon.",
                "She painted the old fence a bright shade of green."]
+WRONG = ["Completely different words were meant here.", "Nothing like the audio at all, really."]
 
 
-def test_packed_rejects_are_confirmed_alone(router):
-    """A packed window can give a row its neighbour's words: every reject is transcribed again alone
-    and scored on that transcript; a kept row keeps its packed transcript."""
-    asr = router.get("en")
-    assert asr.pack and asr.recheck_alone  # the embedded default
+def _packed_rows():
     wavs = [speak(t) for t in PACKED_ROWS]
-    texts = [PACKED_ROWS[0], "Completely different words were meant here.", PACKED_ROWS[2],
-             "Nothing like the audio at all, really."]
-    rows = [_row(id=str(k), text=t, audio=w.copy()) for k, (t, w) in enumerate(zip(texts, wavs))]
+    texts = [PACKED_ROWS[0], WRONG[0], PACKED_ROWS[2], WRONG[1]]
+    return wavs, texts, [_row(id=str(k), text=t, audio=w.copy()) for k, (t, w) in enumerate(zip(texts, wavs))]
+
+
+def _better_read(verdicts, texts, packed, alone, reread):
+    for k, v in enumerate(verdicts):
+        first = text_scores(texts[k], packed[k], "en")["cer"]
+        second = text_scores(texts[k], alone[k], "en")["cer"] if reread[k] else first
+        flags = v.scores.get("quality_flags") or []
+        assert v.scores["asr_text"] == (alone[k] if second < first else packed[k])
+        assert ("asr_alone" in flags) == (second < first)
+        assert v.scores["cer"] == min(first, second)
+
+
+def test_packed_rejects_are_read_again_alone_and_the_better_read_scores(router):
+    """A packed window can give a row its neighbour's words: every reject is read again alone and
+    the better of the two reads scores it; a kept row is read once."""
+    asr = router.get("en")
+    assert asr.pack and asr.recheck == "rejects"  # the embedded default
+    wavs, texts, rows = _packed_rows()
     verdicts = CERFilter(router, max_cer=0.5)(rows)
     packed, alone = asr.transcribe(wavs, "en"), asr.transcribe_alone(wavs, "en")
     assert [v.keep for v in verdicts] == [True, False, True, False]
-    for k, v in enumerate(verdicts):
-        flags = v.scores.get("quality_flags") or []
-        assert ("asr_alone" in flags) == (not v.keep)
-        assert v.scores["asr_text"] == (packed if v.keep else alone)[k]
-        assert v.scores["cer"] == text_scores(texts[k], v.scores["asr_text"], "en")["cer"]
+    _better_read(verdicts, texts, packed, alone, reread=[not v.keep for v in verdicts])
+
+
+def test_recheck_all_reads_every_row_twice():
+    from filters.asr import ASRRouter, load_asr
+
+    asr = load_asr({"model": "tiny.en", "pack": True, "recheck": "all", "cpu_threads": 1})
+    wavs, texts, rows = _packed_rows()
+    verdicts = CERFilter(ASRRouter(models={"en": asr}), max_cer=0.5)(rows)
+    _better_read(verdicts, texts, asr.transcribe(wavs, "en"), asr.transcribe_alone(wavs, "en"), reread=[True] * 4)
 
 
 def test_without_recheck_a_packed_reject_keeps_its_packed_transcript():
     from filters.asr import ASRRouter, load_asr
 
     asr = load_asr({"model": "tiny.en", "pack": True, "cpu_threads": 1})
-    assert not asr.recheck_alone
+    assert asr.recheck is None
     wavs = [speak(PACKED_ROWS[1]), speak(PACKED_ROWS[2])]
-    rows = [_row(text="Completely different words were meant here.", audio=wavs[0].copy()),
-            _row(text=PACKED_ROWS[2], audio=wavs[1].copy())]
+    rows = [_row(text=WRONG[0], audio=wavs[0].copy()), _row(text=PACKED_ROWS[2], audio=wavs[1].copy())]
     wrong, right = CERFilter(ASRRouter(models={"en": asr}), max_cer=0.5)(rows)
     assert not wrong.keep and right.keep and "asr_alone" not in (wrong.scores.get("quality_flags") or [])
     assert [wrong.scores["asr_text"], right.scores["asr_text"]] == asr.transcribe(wavs, "en")
 
 
-def test_one_per_window_turns_packing_off_and_keeps_other_backends():
-    from filters.asr import DEFAULT_ASR, one_per_window
+def test_read_twice_rechecks_every_packed_whisper_and_nothing_else():
+    from filters.asr import DEFAULT_ASR, read_twice
 
-    plain = one_per_window(None)
-    assert set(plain) == set(DEFAULT_ASR) and all(c["pack"] is False and "recheck_alone" not in c for c in plain.values())
-    assert plain["en"]["model"] == DEFAULT_ASR["en"]["model"] and DEFAULT_ASR["en"]["pack"] is True  # not mutated
-    mixed = one_per_window({"zh": {"backend": "paraformer", "model": "/m"}, "en": {"model": "tiny.en", "pack": True}})
-    assert mixed == {"zh": {"backend": "paraformer", "model": "/m"}, "en": {"model": "tiny.en", "pack": False}}
+    twice = read_twice(None)
+    assert set(twice) == set(DEFAULT_ASR) and all(c["recheck"] == "all" and c["pack"] for c in twice.values())
+    assert DEFAULT_ASR["en"]["recheck"] == "rejects"  # not mutated
+    mixed = read_twice({"zh": {"backend": "paraformer", "model": "/m"}, "en": {"model": "tiny.en", "pack": False},
+                        "ja": {"model": "base", "pack": True}})
+    assert mixed == {"zh": {"backend": "paraformer", "model": "/m"}, "en": {"model": "tiny.en", "pack": False},
+                     "ja": {"model": "base", "pack": True, "recheck": "all"}}
+
+
+def test_bad_recheck_is_one_clear_error():
+    from filters.config import FilterConfig
+    from manifests.errors import UserError
+
+    with pytest.raises(UserError, match=r"asr.en.recheck must be one of null, rejects, all, got 'sometimes'"):
+        FilterConfig.from_dict({"asr": {"en": {"model": "tiny.en", "pack": True, "recheck": "sometimes"}}})
