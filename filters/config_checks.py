@@ -10,11 +10,10 @@ import inspect
 
 from filters.adherence import DEFAULT_ADHERENCE
 from filters.asr import BACKENDS
-from filters.whisper import RECHECK
 from filters.cer import POLICIES
 from filters.paraformer import ParaformerASR
 from filters.quality import QualityFilter
-from filters.whisper import WhisperASR
+from filters.whisper import RECHECK, WhisperASR
 from manifests.errors import UserError
 from manifests.values import is_number
 

@@ -30,9 +30,9 @@ import os
 import numpy as np
 
 from filters.whisper_model import load_whisper, whisper_tools
-from manifests.errors import UserError
 from filters.whisper_pack import (lay_out, plan_windows, split_segments, split_words, timed_segments,
                                   word_times)
+from manifests.errors import UserError
 
 SR = 16000
 WINDOW_S = 30.0
@@ -58,7 +58,7 @@ class WhisperASR:
                  pack: bool = False, pack_gap_s: float = 0.6, recheck: str | None = None,
                  cache_dir: str | None = None):
         if recheck not in RECHECK:
-            raise UserError(f"ASR faster-whisper: recheck must be one of {', '.join(map(str, RECHECK))}, got {recheck!r}")
+            raise UserError(f"ASR faster-whisper: recheck must be one of null, rejects, all, got {recheck!r}")
         self.cpu_threads = cpu_threads or min(os.cpu_count() or 1, 4)
         self.model, self.name = load_whisper(model, device, compute_type, self.cpu_threads, cache_dir)
         self.beam_size, self.batch_size = beam_size, batch_size
