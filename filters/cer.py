@@ -122,8 +122,9 @@ class CERFilter(Filter):
             verdicts[i] = self._verdict(samples[i], hyp, lang, asr.name)
         recheck = getattr(asr, "recheck", None)
         if recheck:
-            # a packed window can hand a row its neighbour's words: read it again alone, keep the better read
-            again = [k for k, i in enumerate(rows) if verdicts[i].scores.get("cer") is not None
+            # a packed window can hand a row its neighbour's words: read it again alone, keep the better
+            # read (a row read without error cannot be read better)
+            again = [k for k, i in enumerate(rows) if verdicts[i].scores.get("cer")
                      and (recheck == "all" or not verdicts[i].keep)]
             texts = self._transcribe(asr.transcribe_alone, [wavs[k] for k in again], lang)
             for k, hyp in zip(again, texts):

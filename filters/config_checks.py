@@ -13,7 +13,7 @@ from filters.asr import BACKENDS
 from filters.cer import POLICIES
 from filters.paraformer import ParaformerASR
 from filters.quality import QualityFilter
-from filters.whisper import RECHECK, WhisperASR
+from filters.whisper import WhisperASR, check_recheck
 from manifests.errors import UserError
 from manifests.values import is_number
 
@@ -81,8 +81,8 @@ def check_asr(value, where: str) -> None:
         if backend not in BACKENDS:
             raise UserError(f"{where}.{lang}.backend: unknown ASR backend {backend!r} (choose from {', '.join(BACKENDS)})")
         keyword_options(cfg, ASR_CLASSES[backend], f"{where}.{lang}", skip=("backend",))
-        if backend == "faster-whisper" and cfg.get("recheck") not in RECHECK:
-            raise UserError(f"{where}.{lang}.recheck must be one of null, rejects, all, got {cfg['recheck']!r}")
+        if backend == "faster-whisper":
+            check_recheck(cfg.get("recheck"), f"{where}.{lang}.recheck")
 
 
 def check_quality(value, where: str) -> None:

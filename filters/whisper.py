@@ -39,6 +39,12 @@ WINDOW_S = 30.0
 RECHECK = (None, "rejects", "all")
 
 
+def check_recheck(value, name: str) -> None:
+    """Raise UserError naming ``name`` unless ``value`` is one of :data:`RECHECK`."""
+    if value not in RECHECK:
+        raise UserError(f"{name} must be one of null, rejects, all, got {value!r}")
+
+
 class WhisperASR:
     """Args:
         model: "tiny.en" or "base" (packaged, :mod:`filters.whisper_packages`), or a local CT2 or
@@ -57,8 +63,7 @@ class WhisperASR:
                  compute_type: str = "int8", cpu_threads: int | None = None, batch_size: int = 8,
                  pack: bool = False, pack_gap_s: float = 0.6, recheck: str | None = None,
                  cache_dir: str | None = None):
-        if recheck not in RECHECK:
-            raise UserError(f"ASR faster-whisper: recheck must be one of null, rejects, all, got {recheck!r}")
+        check_recheck(recheck, "ASR faster-whisper: recheck")
         self.cpu_threads = cpu_threads or min(os.cpu_count() or 1, 4)
         self.model, self.name = load_whisper(model, device, compute_type, self.cpu_threads, cache_dir)
         self.beam_size, self.batch_size = beam_size, batch_size
