@@ -28,6 +28,7 @@ from engine.errors import MissingPackage
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _SSML = 0x10
+_PHONEMES = 0x100  # espeakPHONEMES: honour [[ ]] phoneme input inside the text
 _POS_CHARACTER = 1
 _NOISE_SEED = 0  # breath noise seed, the same for every render
 _PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
@@ -68,6 +69,8 @@ class _Synth:
         self._callback = _CALLBACK(self._collect)  # keep a reference: C holds the pointer
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         self._seed = _noise_seeder(self.lib)
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
@@ -80,14 +83,17 @@ class _Synth:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
 
-    def render(self, text: str, voice: str, prosody: Prosody, ssml: bool) -> np.ndarray:
+    def render(self, text: str, voice: str, prosody: Prosody, ssml: bool = False,
+               phonemes: bool = False) -> np.ndarray:
+        """float32 samples of ``text``: an SSML document when ``ssml``; ``[[...]]`` passages are
+        read as phoneme mnemonics when ``phonemes``."""
         with self.lock:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"eSpeak NG has no voice {voice!r}")
             for name, value in vars(prosody.clipped()).items():
                 self.lib.espeak_SetParameter(_PARAM[name], value, 0)
             data = text.encode("utf-8") + b"\0"
-            flags = _CHARS_UTF8 | (_SSML if ssml else 0)
+            flags = _CHARS_UTF8 | (_SSML if ssml else 0) | (_PHONEMES if phonemes else 0)
             self._chunks = []
             if self._seed is not None:
                 self._seed(_NOISE_SEED)
@@ -98,6 +104,18 @@ class _Synth:
             chunks, self._chunks = self._chunks, []
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         return pcm.astype(np.float32) / 32768.0
+
+    def text_to_phonemes(self, text: str, voice: str) -> list[str]:
+        """eSpeak's phoneme mnemonics for ``text``, one string per clause."""
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        ptr = ctypes.c_char_p(ctypes.addressof(buf))
+        out = []
+        with self.lock:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise ValueError(f"eSpeak NG has no voice {voice!r}")
+            while ptr.value:
+                out.append((self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, 0) or b"").decode())
+        return out
 
 
 def _noise_seeder(lib: ctypes.CDLL):
