@@ -1,7 +1,7 @@
 """eSpeak NG phoneme round trip: text -> phoneme mnemonics, and ``[[...]]`` phoneme input -> audio.
 
-engine.espeak renders text (or SSML) only; dialect stand-ins need to rewrite phonemes between the
-two steps, so these helpers call the same process-wide synthesizer under its lock.
+Dialect stand-ins rewrite phonemes between the two steps. Both go through the process-wide
+synthesizer of engine.espeak (its lock, and the noise reseed of every rendering).
 
     >>> text_to_phonemes("我们是四川人。", "cmn")
     "w'o214_| m'@11n_| s.'i.51_| s'i[51_| ts.h'ua55n_| z.'@35n_|"
