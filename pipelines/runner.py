@@ -12,7 +12,8 @@ keeps one line per stage per rerun.
 
 Growing a run: when the spec differs from the run's only by a higher ``count`` and texts appended
 to its sources, the new tasks are expanded from a spec of the added count over the added texts
-(all texts when none were added) with a seed of its own, and appended to tasks.parquet: existing
+(all texts when none were added; a task the run already has is dealt the next text instead, so
+the run gets the whole added count) with a seed of its own, and appended to tasks.parquet: existing
 task ids and rows stay as they are; run.json's ``spec_hash`` becomes ``grown:HASH`` (so that
 `stepforge synthesize` refuses the run, whose tasks no spec expands to) and ``growth`` lists each
 step. A finished student is kept as ``RUN/students/NNN`` and the
@@ -255,8 +256,7 @@ def _grown_tasks(run: RunDir, info: dict, p: Pipeline, old: list) -> list:
     seed = int(hashlib.sha256(f"{p.spec.seed}:grow:{p.spec.hash}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
     config = dataclasses.replace(p.spec.config, count=added, quotas=[], seed=seed)
     delta = GenerationSpec(config, fresh, p.spec.speakers)
-    ids = {t.id for t in old}
-    return [t for t in delta.expand() if t.id not in ids]
+    return delta.expand(exclude=frozenset(t.id for t in old))
 
 
 # -- filter ----------------------------------------------------------------------------------------

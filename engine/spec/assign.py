@@ -14,9 +14,11 @@ def task_seed(spec_seed: int, tid: str) -> int:
     return int(hashlib.sha256(f"{spec_seed}:{tid}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
-def assign_texts(cells: list[Cell], texts: dict[str, list[str]], speakers: list, seed: int) -> list[Task]:
+def assign_texts(cells: list[Cell], texts: dict[str, list[str]], speakers: list, seed: int,
+                 exclude: frozenset = frozenset()) -> list[Task]:
     """One text per cell from the cell's language, dealt round-robin from a seeded shuffle so texts
-    are used evenly; a text already used with the same cell is skipped for the next one."""
+    are used evenly; a text already used with the same cell, or whose task id is in ``exclude``
+    (tasks a run already has), is skipped for the next one."""
     pools = {}
     for lang, pool in texts.items():
         pool = list(pool)
@@ -31,13 +33,16 @@ def assign_texts(cells: list[Cell], texts: dict[str, list[str]], speakers: list,
         pool, taken = pools[lang], used.setdefault(cell, set())
         if len(taken) == len(pool):
             continue  # every text of this language is already used with this exact cell
-        k = cursor[lang]
-        while pool[k % len(pool)] in taken:
-            k += 1
-        text = pool[k % len(pool)]
-        cursor[lang] = (k + 1) % len(pool)
-        taken.add(text)
-        tasks.append(_task(text, lang, cell, prompts.get(cell[SPEAKER]), seed))
+        for k in range(cursor[lang], cursor[lang] + len(pool)):
+            text = pool[k % len(pool)]
+            if text in taken:
+                continue
+            taken.add(text)  # used or excluded: either way not a candidate for this cell again
+            task = _task(text, lang, cell, prompts.get(cell[SPEAKER]), seed)
+            if task.id not in exclude:
+                cursor[lang] = (k + 1) % len(pool)
+                tasks.append(task)
+                break
     return tasks
 
 

@@ -101,16 +101,17 @@ class GenerationSpec:
         return json.loads(json.dumps(data,
                                      ensure_ascii=False, default=str))
 
-    def expand(self) -> list[Task]:
+    def expand(self, exclude: frozenset = frozenset()) -> list[Task]:
         """The tasks of this spec, sorted by id; the same spec always gives the same list.
 
-        Fewer than ``count`` come back only when a cell has used up every text of its language
-        (a warning says how many are missing).
+        ``exclude``: task ids that must not come back (a grown run's tasks); a cell dealt one of
+        them takes its next text instead. Fewer than ``count`` come back only when a cell has used
+        up every text of its language (a warning says how many are missing).
         """
         rng = random.Random(f"stepforge:{self.seed}:cells")
         cells = [cell for cell, n in self.quota_cells for _ in range(n)]
         cells += allocate_shares(self.shares, self.shares_total, rng)
-        tasks = assign_texts(cells, self.texts, self.speakers, self.seed)
+        tasks = assign_texts(cells, self.texts, self.speakers, self.seed, exclude)
         if len(tasks) < self.count:
             log.warning("%s: %d of %d tasks could not get a text not already used with the same "
                         "instruction; add texts", self.config.file, self.count - len(tasks), self.count)

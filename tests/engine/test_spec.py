@@ -192,6 +192,23 @@ def test_more_tasks_than_distinct_texts_gives_fewer_with_a_warning(texts, caplog
     assert "3 of 5 tasks" in caplog.text
 
 
+def test_excluded_tasks_are_dealt_the_next_text(texts, caplog):
+    # A grown run re-expands over texts it has voiced: two cells over 6 texts, 6 tasks already in
+    # the run; 6 more must be 6 new tasks (not fewer where a draw repeats a task the run has).
+    data = base(count=6, texts=[{"file": "en.txt", "lang": "en"}], categories={"speed": ["slow1", "fast1"]})
+    old = load(texts, data).expand()
+    ids = frozenset(t.id for t in old)
+    for seed in range(5):
+        spec = load(texts, {**data, "seed": seed})
+        assert len(spec.expand()) == 6
+        new = spec.expand(exclude=ids)
+        assert len(new) == 6 and not ids & {t.id for t in new}
+        check_tasks(spec, new)
+    # 12 combinations in all: a 7th new task does not exist, and the warning says so
+    spec = load(texts, {**data, "count": 7})
+    assert len(spec.expand(exclude=ids)) == 6 and "1 of 7 tasks" in caplog.text
+
+
 # -- sources ------------------------------------------------------------------------------------
 
 def test_jsonl_source_with_row_langs_and_detection(texts):
